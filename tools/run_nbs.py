@@ -1,0 +1,44 @@
+"""Execute notebooks in place, saving their outputs, so the docs site shows real results.
+
+Usage: python tools/run_nbs.py PATH [PATH ...]   (a notebook, or a folder of notebooks)
+Cells that call `nbdev_export(` are skipped (as `nbdev_test` does); notebooks whose name starts with `_` are scratch.
+Stops at the first failing notebook with its traceback, so a broken experiment never publishes stale figures.
+"""
+import sys, time
+from pathlib import Path
+from execnb.shell import CaptureShell
+from nbdev.clean import clean_nb
+from execnb.nbio import read_nb, write_nb
+
+def _skip(cell): return cell.cell_type == 'code' and 'nbdev_export' + '(' in cell.source
+
+def run_nb(path:Path):
+    "Execute `path` top to bottom and write it back with outputs; raise on the first error"
+    t0 = time.time()
+    shell = CaptureShell(mpl_format='retina')
+    nb = read_nb(path)
+    shell.set_path(path.parent.resolve())
+    shell._fname = path
+    shell.run_all(nb, exc_stop=True, preproc=_skip)
+    clean_nb(nb)
+    write_nb(nb, path)
+    return time.time() - t0
+
+def _nbs(args):
+    for a in map(Path, args):
+        if a.is_dir(): yield from sorted(p for p in a.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts)
+        elif a.suffix == '.ipynb': yield a
+        else: raise SystemExit(f"not a notebook or folder: {a}")
+
+if __name__ == '__main__':
+    paths = list(_nbs(sys.argv[1:]))
+    if not paths: print("no notebooks to run in", ' '.join(sys.argv[1:]))
+    total = 0.
+    for p in paths:
+        print(f"running {p} ...", flush=True)
+        try: dt = run_nb(p)
+        except Exception as e:
+            raise SystemExit(f"FAILED {p}: {type(e).__name__}: {e}")
+        total += dt
+        print(f"  done in {dt:.1f} s", flush=True)
+    print(f"ran {len(paths)} notebooks in {total:.1f} s")
