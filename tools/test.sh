@@ -19,8 +19,12 @@ fi
 echo "==> 2/4 notebook tests (nbdev_test)"
 nbdev_test --n_workers 2 --timing
 
-echo "==> 3/4 docs site"
+echo "==> 3/4 docs site (and README.md, generated from nbs/index.ipynb)"
 python docs/build.py
+if ! git diff --quiet -- README.md; then
+  echo "FAILED: README.md is out of date with nbs/index.ipynb; run python docs/build.py and commit it"
+  git diff --stat -- README.md; exit 1
+fi
 
 echo "==> 4/4 pytest (unit, property and browser tests)"
 python -m pytest tests -q -p no:cacheprovider
