@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/02_anchors.ipynb #c002
 from __future__ import annotations
-import math
+import math, numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -147,12 +147,12 @@ def select_anchors(x:Tensor, # (N, d) samples of one space
                   )->Tensor:
     "Indices (n,) of the anchors: take `x[idx]` here and `z[idx]` in any parallel space"
     check_tensor(x, 'x', ndim=2)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"`n` must be a positive integer, got {n!r}")
     if n > x.shape[0]:
         raise ValueError(f"`n`={n} anchors requested but `x` has only {x.shape[0]} samples")
     f = ANCHOR_SELECTORS.resolve(method, arg='method')
-    return torch.as_tensor(f(x, n, y=y, seed=seed), dtype=torch.long).to(x.device)
+    return torch.as_tensor(f(x, int(n), y=y, seed=seed), dtype=torch.long).to(x.device)
 
 # %% ../nbs/api/02_anchors.ipynb #c028
 def _relative_rows(x:Tensor, anchors:Tensor, sim, center:bool)->Tensor:
@@ -241,9 +241,10 @@ def bootstrap_anchors(x:Tensor, # (N1, d1) samples of the first space
     check_tensor(x, 'x', ndim=2, min_rows=2); check_tensor(y, 'y', ndim=2, min_rows=2)
     if x.device != y.device: raise ValueError(f"`x` is on {x.device} but `y` is on {y.device}; move them to one device")
     seeds = _check_pairs(seed_pairs, len(x), len(y)).to(x.device)
-    if isinstance(n_anchors, bool) or not isinstance(n_anchors, int) or not len(seeds) <= n_anchors <= min(len(x), len(y)):
+    if isinstance(n_anchors, bool) or not isinstance(n_anchors, numbers.Integral) or not len(seeds) <= n_anchors <= min(len(x), len(y)):
         raise ValueError(f"`n_anchors` must be an integer between the number of seed pairs ({len(seeds)}) and the "
                          f"smaller number of samples ({min(len(x), len(y))}), got {n_anchors!r}")
+    n_anchors = int(n_anchors)
     if method not in _MATCHERS: raise ValueError(f"`method` must be one of {sorted(_MATCHERS)}, got {method!r}")
     if growth <= 1: raise ValueError(f"`growth` must be greater than 1, got {growth}")
     match, ct = _MATCHERS[method], compute_dtype(x.dtype)

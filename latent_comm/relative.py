@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/03_relative.ipynb #c002
 from __future__ import annotations
-import math
+import math, numbers
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ def _check_options(m:int, normalize, topk, power, temperature):
     if normalize is not None and normalize not in NORMALIZATIONS:
         raise ValueError(f"`normalize` must be None or one of {NORMALIZATIONS}, got {normalize!r}")
     if topk is not None:
-        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or topk < 1:
             raise ValueError(f"`topk` must be a positive integer or None, got {topk!r}")
         if topk > m: raise ValueError(f"`topk`={topk} is larger than the number of anchors ({m})")
     if power is not None and not power > 0: raise ValueError(f"`power` must be positive, got {power!r}")
@@ -67,7 +67,7 @@ def relative_projection(x:Tensor, # (..., n, d) samples
     check_compatible(x, anchors)
     s, (m, d) = as_similarity(sim), anchors.shape
     _check_options(m, normalize, topk, power, temperature)
-    ct = compute_dtype(x.dtype)
+    topk, ct = None if topk is None else int(topk), compute_dtype(x.dtype)
     a = anchors.to(ct)
     mu = a.mean(0) if center else None
     prepared = s.prepare(a - mu if center else a)

@@ -187,3 +187,8 @@ def test_transformer_errors():
         RelativeTransformer(n_anchors=3, method='stratified').fit(x)
     with pytest.raises(ValueError, match='`topk`=4 is larger than the number of anchors'):
         RelativeTransformer(n_anchors=3, topk=4).fit(x).transform(x)
+
+def test_numpy_integers_are_accepted():
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    r = RelativeTransformer(n_anchors=np.int64(6), topk=np.int32(2)).fit(x).transform(x)
+    assert r.shape == (30, 6) and ((r != 0).sum(1) == 2).all()
