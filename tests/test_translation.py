@@ -147,6 +147,19 @@ def test_rotation_equivariance_of_transforms():
     assert not torch.allclose(zq, z @ Q, atol=1e-3)
 
 
+@pytest.mark.parametrize('pre', [('center', 'scale'), 'standard', ('center', 'l2'), None, ('scale', 'center', 'standard')])
+def test_inputs_are_never_modified(device, pre):
+    "Pipelines work in place on their own intermediates only"
+    x, y, *_ = _similarity(n=100, d=8, device=device)
+    for xa, ya in ((x, y), (x.half(), y.half())):
+        x0, y0 = xa.clone(), ya.clone()
+        t = Translator(x_transform=pre, y_transform=pre).fit(xa, ya)
+        t.transform(xa); t.inverse_transform(ya); t.cross_validate(xa, ya, folds=2)
+        states, _ = fit_pipeline(xa, pipeline_names(pre))
+        invert_pipeline(apply_pipeline(xa, pipeline_names(pre), states), pipeline_names(pre), states)
+        assert torch.equal(xa, x0) and torch.equal(ya, y0)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bad_input_names_the_argument():
