@@ -392,6 +392,7 @@ def train_zoo(archs:dict, # {name: config for `build`}
               cache_dir:str|Path|None=None, # where checkpoints are kept; None trains without caching
               anchors:Tensor|None=None, # shared anchor inputs of the relative models
               progress:bool=True, # a tqdm bar per model
+              device:str|torch.device|None=None, # where to train; default: CPU
               **fit_kwargs, # passed to `fit` (epochs, bs, lr, patience, monitor, ...)
              )->dict:
     "Train (or load) every `archs` x `seeds` model; {(name, seed): model in eval mode}, each with a `.history`"
@@ -400,7 +401,7 @@ def train_zoo(archs:dict, # {name: config for `build`}
     zoo = {}
     for name, cfg in archs.items():
         for seed in seeds:
-            m = build(cfg, seed, anchors)
+            m = build(cfg, seed, anchors).to(device or 'cpu')
             key = fingerprint(cfg, seed, fit_kwargs, data_key)
             path = None if cache_dir is None else _ckpt(cache_dir, name, seed, key)
             if path is not None and path.exists(): m.history = pd.DataFrame(_load(m, path)['history'])

@@ -34,9 +34,10 @@ class TranslationBridge:
 # %% ../nbs/api/09_stitching.ipynb #c008
 @torch.no_grad()
 def _embed(encoder:nn.Module, x:Tensor)->Tensor:
-    "`encoder(x)` in eval mode, restoring the encoder's mode"
+    "`encoder(x)` in eval mode on the encoder's device, restoring the encoder's mode"
     was = encoder.training; encoder.eval()
-    try: return encoder(x)
+    p = next(iter(encoder.parameters()), None)
+    try: return encoder(x if p is None else x.to(p.device))
     finally: encoder.train(was)
 
 # %% ../nbs/api/09_stitching.ipynb #c010

@@ -69,10 +69,11 @@ def test_normalized_adjacency_properties(n, p, seed):
     d = (a + torch.eye(n)).sum(1)
     torch.testing.assert_close(ah @ d.sqrt(), d.sqrt())  # D^1/2 1 is its eigenvector of eigenvalue 1
 
-def test_fit_is_bitwise_deterministic_on_cpu():
+@pytest.mark.parametrize('kind', ['mlp', 'cnn'])
+def test_fit_is_bitwise_deterministic_on_cpu(kind):
     x, y = _data(96)
     def run(seed, train_seed):
-        m = build(dict(arch='classifier', in_shape=IN, n_classes=2, latent=8, relative=True), seed, anchors=x[:6])
+        m = build(dict(arch='classifier', in_shape=IN, n_classes=2, encoder=kind, latent=8, relative=True), seed, anchors=x[:6])
         fit(m, (x, y), epochs=2, bs=16, seed=train_seed, max_steps=8, progress=False)
         return m
     assert _same(run(0, 0), run(0, 0))
@@ -176,3 +177,13 @@ def test_zoo_without_cache():
 def test_architectures_registry_is_extensible():
     assert {'classifier', 'autoencoder'} <= set(ARCHITECTURES)
     assert ARCHITECTURES.resolve('classifier') is classifier
+
+def test_zoo_trains_on_device(device, tmp_path):
+    x, y = _data(32)
+    z = train_zoo({'r': dict(arch='classifier', in_shape=IN, n_classes=2, latent=4, relative=True)}, [0], (x, y), None,
+                  tmp_path, anchors=x[:4], epochs=1, progress=False, device=device)
+    m = z['r', 0]
+    assert m.bottleneck.anchors.device.type == device.type
+    z2 = train_zoo({'r': dict(arch='classifier', in_shape=IN, n_classes=2, latent=4, relative=True)}, [0], (x, y), None,
+                   tmp_path, anchors=x[:4], epochs=1, progress=False, device=device)
+    assert _same(m, z2['r', 0])

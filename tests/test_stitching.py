@@ -41,7 +41,7 @@ def test_translation_bridge_recovers_a_known_isometry(pair, device):
     twin = _twin(ab, 1.0, 2, shift=True)
     with torch.no_grad(): torch.testing.assert_close(twin(x), ab(x), atol=1e-4, rtol=1e-4)  # same function, other space
     twin, ab, x = twin.to(device), ab.to(device), x.to(device)
-    bridge = TranslationBridge(_x(20, 1).to(device), x_transform=('center',), y_transform=('center',))
+    bridge = TranslationBridge(_x(20, 1), x_transform=('center',), y_transform=('center',))  # anchors follow the encoders' device
     with torch.no_grad():
         out = stitch(ab, bridge, twin)(x)
         torch.testing.assert_close(out, twin(x), atol=1e-4, rtol=1e-4)
