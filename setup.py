@@ -18,7 +18,7 @@ py_versions = '3.10 3.11 3.12'.split()
 
 def reqs(key): return shlex.split(cfg.get(key, ''))
 requirements = reqs('requirements')
-extras = {k: reqs(f'{k}_requirements') for k in ('text', 'vision', 'words', 'audio', 'dev')}
+extras = {k: reqs(f'{k}_requirements') for k in ('text', 'vision', 'words', 'audio', 'bench', 'dev')}
 extras['all'] = sorted({r for k in ('text', 'vision', 'words', 'audio') for r in extras[k]})
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
