@@ -44,8 +44,7 @@ class Registry(dict):
 def _finite(x:Tensor)->bool:
     "True when `x` holds no NaN or Inf, computed without a full-size temporary"
     if x.numel() == 0 or not x.is_floating_point(): return True
-    acc = torch.float32 if x.device.type == 'mps' else torch.float64
-    return bool(torch.isfinite(x.sum(dtype=acc)))
+    return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 # %% ../nbs/api/00_core.ipynb #c012
 def check_tensor(x, # value to check
