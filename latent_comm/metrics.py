@@ -22,16 +22,9 @@ def _acc(device:torch.device)->torch.dtype:
     "Accumulation dtype on `device`: float64, except float32 on MPS which has no float64"
     return torch.float32 if device.type == 'mps' else torch.float64
 
-def _check_finite(x:Tensor, name:str, rows:int=2**16)->Tensor:
-    "Raise a `ValueError` naming `name` if `x` holds NaN or Inf, summing one block of rows at a time"
-    acc = _acc(x.device)
-    for s in chunk_slices(x.shape[0], rows):
-        if not torch.isfinite(x[s].sum(dtype=acc)): raise ValueError(f"`{name}` contains NaN or Inf values")
-    return x
-
 def _check_pair(x, y, same_dim:bool=False, min_rows:int=2)->tuple[Tensor, Tensor]:
     "Validate paired samples `x (n, d_x)`, `y (n, d_y)` and cast both to one compute dtype"
-    for a, name in ((x, 'x'), (y, 'y')): _check_finite(check_tensor(a, name, ndim=2, min_rows=min_rows, finite=False), name)
+    check_tensor(x, 'x', ndim=2, min_rows=min_rows); check_tensor(y, 'y', ndim=2, min_rows=min_rows)
     check_compatible(x, y, names=('x', 'y'), dim=same_dim, rows=True, dtype=False)
     cd = compute_dtype(torch.promote_types(x.dtype, y.dtype))
     return x.to(cd), y.to(cd)
@@ -52,7 +45,7 @@ def knn(queries:Tensor, # (m, d) query points
         exclude_self:bool=False, # `queries` are `keys`: never return row i as a neighbour of query i
        )->tuple[Tensor, Tensor]: # (values, indices), each (m, k), best first
     "Exact k nearest neighbours of each query by brute force, one block of queries at a time"
-    for a, name in ((queries, 'queries'), (keys, 'keys')): _check_finite(check_tensor(a, name, ndim=2, finite=False), name)
+    check_tensor(queries, 'queries', ndim=2); check_tensor(keys, 'keys', ndim=2)
     check_compatible(queries, keys, names=('queries', 'keys'), dtype=False)
     if metric not in _KNN_METRICS:
         raise ValueError(f"`metric` must be one of {', '.join(map(repr, _KNN_METRICS))}, got {metric!r}")
