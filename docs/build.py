@@ -51,8 +51,21 @@ def _relink(text:str, base:str, here:str)->str:
         return f'<a href="{href}">{label}</a>'
     return re.sub(r'\[([^\]]+)\]\(' + re.escape(base) + r'([\w./-]+\.html)(?:#([\w.-]+))?\)', sub, text)
 
+_PAGES = {}   # notebook path under nbs/ -> page path, filled by `main` before any conversion
+
+def _nb_links(text:str, here_src:str, here:str)->str:
+    "Point Markdown links to other notebooks (`../theory/x.ipynb`, `09_stitching.ipynb`) at their pages"
+    def sub(m):
+        target, frag = m.group(2), m.group(3) or ''
+        src = posixpath.normpath(posixpath.join(posixpath.dirname(here_src), target))
+        if src not in _PAGES: return m.group(0)
+        return f"[{m.group(1)}]({posixpath.relpath(_PAGES[src], posixpath.dirname(here) or '.')}.ipynb{frag})"
+    return re.sub(r'\[([^\]]*)\]\(([^)#:\s]+\.ipynb)(#[^)\s]*)?\)', sub, text)
+
 def _clean_md(text:str, base:str, here:str)->str:
     text = _ATTR.sub(')', text)
+    here_src = next((k for k, v in _PAGES.items() if v == here), here)
+    text = _nb_links(text, here_src, here)
     text = re.sub(r'^---\s*\n', '', text)      # show_doc output starts with a horizontal rule
     return _relink(text, base, here)
 
@@ -138,16 +151,16 @@ def main():
     _build_modidx()
     proc = Path(proc_nbs(force=True, n_workers=2))
     shutil.rmtree(SRC, ignore_errors=True); SRC.mkdir(parents=True)
-    pages = {}
+    readme_nb, pages, nbs = cfg.get('readme_nb', 'index.ipynb'), {}, {}
     for p in sorted(proc.rglob('*.ipynb')):
         rel = p.relative_to(proc)
-        if rel.parts[0] not in {f for _, f in SECTIONS} and rel.as_posix() != cfg.get('readme_nb', 'index.ipynb'): continue
+        if rel.parts[0] not in {f for _, f in SECTIONS} and rel.as_posix() != readme_nb: continue
         nb = json.loads(p.read_text())
-        page = _page_name(nb, rel)
-        if rel.as_posix() == cfg.get('readme_nb', 'index.ipynb'):
-            write_readme(nb, ROOT/'README.md'); page = 'index'; index_nb = nb
-            continue
-        pages[page] = rel.as_posix()
+        page = 'index' if rel.as_posix() == readme_nb else _page_name(nb, rel)
+        _PAGES[rel.as_posix()], nbs[page] = page, nb
+    for page, nb in nbs.items():
+        if page == 'index': write_readme(nb, ROOT/'README.md'); index_nb = nb; continue
+        pages[page] = next(k for k, v in _PAGES.items() if v == page)
         (SRC/page).parent.mkdir(parents=True, exist_ok=True)
         (SRC/f'{page}.ipynb').write_text(json.dumps(convert_nb(nb, page, base), indent=1))
     home = convert_nb(index_nb, 'index', base)

@@ -14,8 +14,15 @@ from .core import Registry
 from .data import _need, word_table
 
 # %% auto #0
-__all__ = ['ENCODERS', 'get_encoder', 'Encoder', 'images_to_tensor', 'EfficientNetLite', 'efficientnet_lite0',
+__all__ = ['ENCODERS', 'Encoder', 'get_encoder', 'images_to_tensor', 'EfficientNetLite', 'efficientnet_lite0',
            'efficientnet_lite2', 'MiniLM', 'MiniLMOnnx', 'BagOfVectors', 'synthesise', 'WhisperEncoder']
+
+# %% ../nbs/api/07_encoders.ipynb #c007
+class Encoder:
+    "A pretrained network that maps a batch of raw inputs to an `(n, dim)` float32 tensor"
+    id:str; dim:int; modality:str
+    def __call__(self, batch)->Tensor: return self.encode(batch)
+    def __repr__(self): return f"{type(self).__name__}(id={self.id!r}, dim={self.dim}, modality={self.modality!r})"
 
 # %% ../nbs/api/07_encoders.ipynb #c006
 ENCODERS = Registry('encoder')
@@ -27,13 +34,6 @@ def get_encoder(name:str, # a name in `ENCODERS`
     key = (name, tuple(sorted(kwargs.items())))
     if key not in _LOADED: _LOADED[key] = ENCODERS.resolve(name, arg='name')(**kwargs)
     return _LOADED[key]
-
-# %% ../nbs/api/07_encoders.ipynb #c007
-class Encoder:
-    "A pretrained network that maps a batch of raw inputs to an `(n, dim)` float32 tensor"
-    id:str; dim:int; modality:str
-    def __call__(self, batch)->Tensor: return self.encode(batch)
-    def __repr__(self): return f"{type(self).__name__}(id={self.id!r}, dim={self.dim}, modality={self.modality!r})"
 
 # %% ../nbs/api/07_encoders.ipynb #c009
 def images_to_tensor(batch, # list of PIL images or arrays, or a uint8 array/tensor (n, H, W) or (n, H, W, C)
