@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from .core import Registry
-from .data import _need, word_table
+from .data import _need, word_table, embed, get_dataset
 
 # %% auto #0
-__all__ = ['ENCODERS', 'Encoder', 'get_encoder', 'images_to_tensor', 'EfficientNetLite', 'efficientnet_lite0',
-           'efficientnet_lite2', 'MiniLM', 'MiniLMOnnx', 'BagOfVectors', 'synthesise', 'WhisperEncoder']
+__all__ = ['ENCODERS', 'Encoder', 'get_encoder', 'Pixels', 'pixel_tensors', 'images_to_tensor', 'EfficientNetLite',
+           'efficientnet_lite0', 'efficientnet_lite2', 'MiniLM', 'MiniLMOnnx', 'BagOfVectors', 'synthesise',
+           'WhisperEncoder']
 
 # %% ../nbs/api/07_encoders.ipynb #c007
 class Encoder:
@@ -34,6 +35,33 @@ def get_encoder(name:str, # a name in `ENCODERS`
     key = (name, tuple(sorted(kwargs.items())))
     if key not in _LOADED: _LOADED[key] = ENCODERS.resolve(name, arg='name')(**kwargs)
     return _LOADED[key]
+
+# %% ../nbs/api/07_encoders.ipynb #cpx1
+class Pixels(Encoder):
+    "Raw pixels: images -> flattened float32 vectors in [0, 1], the input space of the in-house models"
+    modality, id = 'image', 'pixels-float32-v1'
+    def __init__(self, shape:tuple=(28, 28)): # (H, W) or (H, W, C) of every image
+        self.shape, self.dim = tuple(shape), int(np.prod(shape))
+
+    def encode(self, batch)->Tensor:
+        "`(n, dim)` pixels in [0, 1] of a list of PIL images or a uint8 array `(n, *shape)`"
+        x = np.stack([np.asarray(i, dtype=np.uint8) for i in batch])
+        if x.shape[1:] != self.shape:
+            raise ValueError(f"`batch` holds images of shape {x.shape[1:]}, but this encoder expects {self.shape}")
+        return torch.from_numpy(x).flatten(1).float() / 255
+
+ENCODERS.register('pixels')(Pixels)
+
+# %% ../nbs/api/07_encoders.ipynb #cpx4
+def pixel_tensors(dataset, # an image split, e.g. `get_dataset('fashion_mnist')['train']`
+                  column:str='image', # column holding the images
+                  label:str='label', # column holding the labels
+                  shape:tuple=(28, 28), # (H, W) of every image
+                  progress:bool=False, # show a progress bar while decoding the first time
+                 )->tuple[Tensor, Tensor]:
+    "Images as a float tensor `(n, 1, H, W)` in [0, 1] (decoded once, then cached by `embed`) and labels `(n,)`"
+    x = embed(dataset, Pixels(shape), column, batch_size=4096, progress=progress).view(-1, 1, *shape)
+    return x, torch.tensor(dataset.select_columns(label)[:][label])
 
 # %% ../nbs/api/07_encoders.ipynb #c009
 def images_to_tensor(batch, # list of PIL images or arrays, or a uint8 array/tensor (n, H, W) or (n, H, W, C)
