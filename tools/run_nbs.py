@@ -4,7 +4,7 @@ Usage: python tools/run_nbs.py PATH [PATH ...]   (a notebook, or a folder of not
 Cells that call `nbdev_export(` are skipped (as `nbdev_test` does); notebooks whose name starts with `_` are scratch.
 Stops at the first failing notebook with its traceback, so a broken experiment never publishes stale figures.
 """
-import sys, time
+import sys, time, traceback
 from pathlib import Path
 from execnb.shell import CaptureShell
 from nbdev.clean import clean_nb
@@ -38,6 +38,7 @@ if __name__ == '__main__':
         print(f"running {p} ...", flush=True)
         try: dt = run_nb(p)
         except Exception as e:
+            traceback.print_exc()
             raise SystemExit(f"FAILED {p}: {type(e).__name__}: {e}")
         total += dt
         print(f"  done in {dt:.1f} s", flush=True)
