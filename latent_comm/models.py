@@ -18,10 +18,10 @@ from .relative import RelativeProjection
 
 # %% auto #0
 __all__ = ['TASKS', 'ARCHITECTURES', 'mlp_encoder', 'cnn_encoder', 'classifier_head', 'image_decoder', 'RelativeBottleneck',
-           'LatentModel', 'VAE', 'classifier', 'autoencoder', 'normalized_adjacency', 'GCNEncoder', 'gcn_classifier',
-           'evaluate', 'fit', 'build', 'fingerprint', 'train_zoo']
+           'LatentModel', 'VAE', 'classifier', 'autoencoder', 'normalized_adjacency', 'adjacency', 'GCNEncoder',
+           'gcn_classifier', 'evaluate', 'fit', 'build', 'fingerprint', 'train_zoo']
 
-# %% ../nbs/api/08_models.ipynb #c007
+# %% ../nbs/api/08_models.ipynb #c008
 def _prod(shape): return int(math.prod(shape))
 
 def mlp_encoder(in_shape:tuple, # shape of one input, e.g. (1, 28, 28)
@@ -31,7 +31,7 @@ def mlp_encoder(in_shape:tuple, # shape of one input, e.g. (1, 28, 28)
     "Flatten, one hidden ReLU layer, linear map to `latent`"
     return nn.Sequential(nn.Flatten(), nn.Linear(_prod(in_shape), hidden), nn.ReLU(), nn.Linear(hidden, latent))
 
-# %% ../nbs/api/08_models.ipynb #c008
+# %% ../nbs/api/08_models.ipynb #c009
 def _conv_out(n:int)->int: return (n + 1) // 2  # a 3x3 convolution, stride 2, padding 1
 
 def cnn_encoder(in_shape:tuple, # (channels, height, width)
@@ -45,7 +45,7 @@ def cnn_encoder(in_shape:tuple, # (channels, height, width)
     return nn.Sequential(nn.Conv2d(c, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, 2*width, 3, 2, 1), nn.ReLU(),
                          nn.Flatten(), nn.Linear(2*width*h2*w2, latent))
 
-# %% ../nbs/api/08_models.ipynb #c011
+# %% ../nbs/api/08_models.ipynb #c012
 def classifier_head(in_dim:int, # bottleneck width: latent size, or number of anchors for a relative model
                     n_classes:int, # number of classes
                     hidden:int=128, # width of the hidden layer
@@ -55,7 +55,7 @@ def classifier_head(in_dim:int, # bottleneck width: latent size, or number of an
     pre = [nn.LayerNorm(in_dim, elementwise_affine=False)] if normalize else []
     return nn.Sequential(*pre, nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
-# %% ../nbs/api/08_models.ipynb #c012
+# %% ../nbs/api/08_models.ipynb #c013
 def image_decoder(in_dim:int, # bottleneck width
                   out_shape:tuple, # shape of one image, e.g. (1, 28, 28)
                   hidden:int=256, # width of the hidden layer
@@ -66,7 +66,7 @@ def image_decoder(in_dim:int, # bottleneck width
     return nn.Sequential(*pre, nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, _prod(out_shape)), nn.Sigmoid(),
                          nn.Unflatten(1, tuple(out_shape)))
 
-# %% ../nbs/api/08_models.ipynb #c015
+# %% ../nbs/api/08_models.ipynb #c016
 class RelativeBottleneck(nn.Module):
     "Project encoder outputs onto the encoder's own embedding of fixed anchor inputs"
     def __init__(self, anchors:Tensor, # (m, *input_shape) anchor inputs, embedded by the encoder at every call
@@ -88,7 +88,7 @@ class RelativeBottleneck(nn.Module):
         "(n, m) relative representation of `z` against `encoder(anchors)`"
         return self.projection(z, anchors=encoder(self.anchors))
 
-# %% ../nbs/api/08_models.ipynb #c018
+# %% ../nbs/api/08_models.ipynb #c019
 TASKS = ('classification', 'reconstruction')
 
 class LatentModel(nn.Module):
@@ -110,7 +110,7 @@ class LatentModel(nn.Module):
         return z if self.bottleneck is None else self.bottleneck(z, self.encoder)
     def forward(self, x:Tensor)->Tensor: return self.decoder(self.represent(x))
 
-# %% ../nbs/api/08_models.ipynb #c020
+# %% ../nbs/api/08_models.ipynb #c021
 def _loss(self:LatentModel, x:Tensor, # a batch of inputs
           y:Tensor|None=None, # labels (classification); ignored for reconstruction
          )->tuple:
@@ -120,7 +120,7 @@ def _loss(self:LatentModel, x:Tensor, # a batch of inputs
     return F.mse_loss(out, x), None
 LatentModel.loss = _loss
 
-# %% ../nbs/api/08_models.ipynb #c023
+# %% ../nbs/api/08_models.ipynb #c024
 class VAE(LatentModel):
     "A `LatentModel` whose encoder outputs mean and log-variance; samples the latent while training"
     def __init__(self, encoder:nn.Module, # input -> (n, 2*d): mean, then log-variance
@@ -144,7 +144,7 @@ class VAE(LatentModel):
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
         return F.mse_loss(out, x) + self.beta * kl / x[0].numel(), None
 
-# %% ../nbs/api/08_models.ipynb #c025
+# %% ../nbs/api/08_models.ipynb #c026
 ARCHITECTURES = Registry('architecture')
 
 def _bottleneck(relative, anchors, similarity):
@@ -157,7 +157,7 @@ def _encoder(kind, in_shape, latent):
     if kind not in encs: raise ValueError(f"`encoder`={kind!r} is not a known encoder; known: {', '.join(encs)}")
     return encs[kind](in_shape, latent)
 
-# %% ../nbs/api/08_models.ipynb #c026
+# %% ../nbs/api/08_models.ipynb #c027
 @ARCHITECTURES.register('classifier')
 def classifier(in_shape:tuple, # shape of one input
                n_classes:int, # number of classes
@@ -172,7 +172,7 @@ def classifier(in_shape:tuple, # shape of one input
     head = classifier_head(latent if b is None else b.n_anchors, n_classes, normalize=b is not None)
     return LatentModel(_encoder(encoder, in_shape, latent), head, b)
 
-# %% ../nbs/api/08_models.ipynb #c027
+# %% ../nbs/api/08_models.ipynb #c028
 @ARCHITECTURES.register('autoencoder')
 def autoencoder(in_shape:tuple, # shape of one image
                 encoder:str='mlp', # 'mlp' or 'cnn'
@@ -189,38 +189,64 @@ def autoencoder(in_shape:tuple, # shape of one image
     if variational: return VAE(_encoder(encoder, in_shape, 2 * latent), dec, b, beta=beta)
     return LatentModel(_encoder(encoder, in_shape, latent), dec, b, task='reconstruction')
 
-# %% ../nbs/api/08_models.ipynb #c030
-def normalized_adjacency(adj:Tensor, # (n, n) adjacency matrix, symmetric, non-negative
+# %% ../nbs/api/08_models.ipynb #c031
+def normalized_adjacency(adj:Tensor, # (n, n) adjacency, symmetric, non-negative; dense or sparse COO
                         )->Tensor:
-    "D^-1/2 (A + I) D^-1/2"
+    "D^-1/2 (A + I) D^-1/2, sparse (COO) when `adj` is"
+    if not isinstance(adj, Tensor): raise TypeError(f"`adj` must be a tensor, got {type(adj).__name__}")
+    if adj.ndim != 2 or adj.shape[0] != adj.shape[1]: raise ValueError(f"`adj` must be square, got shape {tuple(adj.shape)}")
+    n = adj.shape[0]
+    if adj.is_sparse:
+        a = adj.coalesce()
+        check_tensor(a.values(), 'adj (values)')
+        eye = torch.arange(n, device=adj.device)
+        a = (a + torch.sparse_coo_tensor(torch.stack([eye, eye]), torch.ones(n, dtype=adj.dtype, device=adj.device), (n, n))).coalesce()
+        i, v = a.indices(), a.values()
+        d = torch.zeros(n, dtype=v.dtype, device=v.device).index_add_(0, i[0], v).rsqrt()
+        return torch.sparse_coo_tensor(i, d[i[0]] * v * d[i[1]], (n, n)).coalesce()
     check_tensor(adj, 'adj', ndim=2)
-    if adj.shape[0] != adj.shape[1]: raise ValueError(f"`adj` must be square, got shape {tuple(adj.shape)}")
-    a = adj + torch.eye(len(adj), dtype=adj.dtype, device=adj.device)
+    a = adj + torch.eye(n, dtype=adj.dtype, device=adj.device)
     d = a.sum(1).rsqrt()
     return d[:, None] * a * d[None, :]
 
-# %% ../nbs/api/08_models.ipynb #c033
+# %% ../nbs/api/08_models.ipynb #c034
+def adjacency(edge_index:Tensor, # (2, E) long tensor of (source, target) node rows
+              n:int, # number of nodes
+              symmetric:bool=True, # add every edge in both directions
+             )->Tensor:
+    "A sparse COO (n, n) adjacency with 1 for every edge (duplicates merged)"
+    if not isinstance(edge_index, Tensor) or edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.is_floating_point():
+        raise ValueError(f"`edge_index` must be a (2, E) integer tensor, got {getattr(edge_index, 'shape', type(edge_index).__name__)}")
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= n):
+        raise ValueError(f"`edge_index` holds node rows outside [0, {n}) (`n`={n})")
+    ei = torch.cat([edge_index, edge_index.flip(0)], 1) if symmetric else edge_index
+    a = torch.sparse_coo_tensor(ei, torch.ones(ei.shape[1], device=ei.device), (n, n)).coalesce()
+    return torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), (n, n)).coalesce()
+
+# %% ../nbs/api/08_models.ipynb #c037
 class GCNEncoder(nn.Module):
     "Graph convolutions over a fixed graph; input: node indices, output: their latent vectors"
     def __init__(self, features:Tensor, # (n_nodes, f) node features
-                 adj:Tensor, # (n_nodes, n_nodes) adjacency
+                 adj:Tensor, # (n_nodes, n_nodes) adjacency, dense or sparse COO
                  hidden:int=16, # width of the first convolution
                  latent:int=8, # output dimension
                 ):
         super().__init__()
         check_tensor(features, 'features', ndim=2)
         if len(features) != len(adj): raise ValueError(f"`features` has {len(features)} rows but `adj` has {len(adj)}")
-        self.register_buffer('features', features.clone())
-        self.register_buffer('a_hat', normalized_adjacency(adj))
+        # the graph is an argument of the builder, not a learned state: checkpoints hold the weights only
+        self.register_buffer('features', features.clone(), persistent=False)
+        self.register_buffer('a_hat', normalized_adjacency(adj), persistent=False)
         self.w1, self.w2 = nn.Linear(features.shape[1], hidden), nn.Linear(hidden, latent)
 
     def forward(self, idx:Tensor)->Tensor:
         h = F.relu(self.a_hat @ self.w1(self.features))
         return (self.a_hat @ self.w2(h))[idx]
 
-# %% ../nbs/api/08_models.ipynb #c034
+# %% ../nbs/api/08_models.ipynb #c038
+@ARCHITECTURES.register('gcn')
 def gcn_classifier(features:Tensor, # (n_nodes, f) node features
-                   adj:Tensor, # (n_nodes, n_nodes) adjacency
+                   adj:Tensor, # (n_nodes, n_nodes) adjacency, dense or sparse COO
                    n_classes:int, # number of node classes
                    latent:int=8, # encoder output dimension
                    relative:bool=False, # relative bottleneck against anchor nodes
@@ -232,7 +258,7 @@ def gcn_classifier(features:Tensor, # (n_nodes, f) node features
     head = classifier_head(latent if b is None else b.n_anchors, n_classes, hidden=16, normalize=b is not None)
     return LatentModel(GCNEncoder(features, adj, latent=latent), head, b)
 
-# %% ../nbs/api/08_models.ipynb #c038
+# %% ../nbs/api/08_models.ipynb #c043
 @contextmanager
 def _deterministic(on:bool):
     "Temporarily switch `torch.use_deterministic_algorithms`"
@@ -241,7 +267,7 @@ def _deterministic(on:bool):
     try: yield
     finally: torch.use_deterministic_algorithms(prev)
 
-# %% ../nbs/api/08_models.ipynb #c039
+# %% ../nbs/api/08_models.ipynb #c044
 def _as_data(data, name:str)->tuple:
     "`data` as a tuple of tensors with a common first dimension"
     if isinstance(data, Tensor): data = (data,)
@@ -259,7 +285,7 @@ def _batches(data:tuple, bs:int, gen:torch.Generator|None=None):
         i = order[s:s + bs]
         yield tuple(t[i] for t in data)
 
-# %% ../nbs/api/08_models.ipynb #c041
+# %% ../nbs/api/08_models.ipynb #c046
 def _device(model:nn.Module)->torch.device:
     t = next(iter(model.parameters()), None)
     return t.device if t is not None else torch.device('cpu')
@@ -281,7 +307,7 @@ def evaluate(model:LatentModel, # a model with a `loss(x, y)` method
     model.train(was)
     return dict(loss=tot / n) | (dict(acc=correct / n) if model.task == 'classification' else {})
 
-# %% ../nbs/api/08_models.ipynb #c043
+# %% ../nbs/api/08_models.ipynb #c048
 def _improved(new:float, best:float|None, mode:str)->bool:
     return best is None or (new > best if mode == 'max' else new < best)
 
@@ -339,7 +365,7 @@ def fit(model:LatentModel, # model to train in place
     model.eval()
     return pd.DataFrame(hist)
 
-# %% ../nbs/api/08_models.ipynb #c052
+# %% ../nbs/api/08_models.ipynb #c057
 def build(config:dict, # {'arch': name in ARCHITECTURES, **keyword arguments of that builder}
           seed:int=0, # seed of the initial weights
           anchors:Tensor|None=None, # anchor inputs for relative models
@@ -354,20 +380,23 @@ def build(config:dict, # {'arch': name in ARCHITECTURES, **keyword arguments of 
         torch.manual_seed(seed)
         return arch(**cfg, **extra)
 
-# %% ../nbs/api/08_models.ipynb #c054
+# %% ../nbs/api/08_models.ipynb #c059
 def fingerprint(*objs, # tensors, or JSON-serialisable values
                )->str:
-    "A SHA-256 hex digest of tensors (dtype, shape and bytes) and JSON values, in order"
+    "A SHA-256 hex digest of tensors (dtype, shape and bytes; sparse ones by indices and values) and JSON values, in order"
     h = hashlib.sha256()
     for o in objs:
-        if isinstance(o, Tensor):
+        if isinstance(o, Tensor) and o.is_sparse:  # a sparse graph: its shape, indices and values, never densified
+            c = o.detach().cpu().coalesce()
+            h.update(f'sparse{tuple(c.shape)}'.encode()); h.update(fingerprint(c.indices(), c.values()).encode())
+        elif isinstance(o, Tensor):
             t = o.detach().cpu().contiguous()
             h.update(f'{t.dtype}{tuple(t.shape)}'.encode()); h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
         else: h.update(json.dumps(o, sort_keys=True, default=str).encode())
         h.update(b'|')
     return h.hexdigest()
 
-# %% ../nbs/api/08_models.ipynb #c057
+# %% ../nbs/api/08_models.ipynb #c062
 def _ckpt(cache_dir:Path, name:str, seed:int, key:str)->Path:
     return Path(cache_dir) / f'{name}-seed{seed}-{key[:16]}.safetensors'
 
@@ -384,7 +413,7 @@ def _load(model:nn.Module, path:Path)->dict:
     model.load_state_dict(load_file(str(path), device=str(_device(model))))
     with safe_open(str(path), 'pt') as f: return {k: json.loads(v) for k, v in f.metadata().items()}
 
-# %% ../nbs/api/08_models.ipynb #c058
+# %% ../nbs/api/08_models.ipynb #c063
 def train_zoo(archs:dict, # {name: config for `build`}
               seeds, # iterable of seeds; each seeds both initialisation and training
               train, # training data for `fit`
@@ -393,15 +422,18 @@ def train_zoo(archs:dict, # {name: config for `build`}
               anchors:Tensor|None=None, # shared anchor inputs of the relative models
               progress:bool=True, # a tqdm bar per model
               device:str|torch.device|None=None, # where to train; default: CPU
+              builder_args:dict|None=None, # tensor arguments of every builder (a graph's `features`, `adj`); hashed too
               **fit_kwargs, # passed to `fit` (epochs, bs, lr, patience, monitor, ...)
              )->dict:
     "Train (or load) every `archs` x `seeds` model; {(name, seed): model in eval mode}, each with a `.history`"
     train = _as_data(train, 'train'); valid = None if valid is None else _as_data(valid, 'valid')
-    data_key = fingerprint(*train, *(valid or ()), *([] if anchors is None else [anchors]))
+    builder_args = dict(builder_args or {})
+    data_key = fingerprint(*train, *(valid or ()), *([] if anchors is None else [anchors]),
+                           *[o for k, v in sorted(builder_args.items()) for o in (k, v)])
     zoo = {}
     for name, cfg in archs.items():
         for seed in seeds:
-            m = build(cfg, seed, anchors).to(device or 'cpu')
+            m = build(cfg, seed, anchors, **builder_args).to(device or 'cpu')
             key = fingerprint(cfg, seed, fit_kwargs, data_key)
             path = None if cache_dir is None else _ckpt(cache_dir, name, seed, key)
             if path is not None and path.exists(): m.history = pd.DataFrame(_load(m, path)['history'])

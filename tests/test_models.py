@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 import latent_comm.models as M
 from latent_comm.models import (ARCHITECTURES, LatentModel, RelativeBottleneck, VAE, autoencoder, build, classifier,
-                                evaluate, fingerprint, fit, gcn_classifier, normalized_adjacency, train_zoo)
+                                adjacency, evaluate, fingerprint, fit, gcn_classifier, normalized_adjacency, train_zoo)
 
 IN = (1, 8, 8)
 
@@ -123,6 +123,48 @@ def test_gcn_karate_club():
     fit(m, (lab, y[lab]), epochs=100, bs=34, lr=1e-2, progress=False)
     assert evaluate(m, (rest, y[rest]))['acc'] > 0.8
 
+def _karate():
+    nx = pytest.importorskip('networkx')
+    G = nx.karate_club_graph()
+    y = torch.tensor([G.nodes[i]['club'] == 'Officer' for i in G]).long()
+    return torch.tensor(list(G.edges)).T, y
+
+def test_gcn_sparse_matches_dense(device):
+    ei, _ = _karate()
+    sp = adjacency(ei, 34).to(device)
+    x = torch.randn(34, 5, generator=torch.Generator().manual_seed(0)).to(device)
+    torch.testing.assert_close(normalized_adjacency(sp).to_dense(), normalized_adjacency(sp.to_dense()))
+    ms, md = (build(dict(arch='gcn', n_classes=2), 3, features=x, adj=a).to(device) for a in (sp, sp.to_dense()))
+    idx = torch.arange(34, device=device)
+    with torch.no_grad(): torch.testing.assert_close(ms(idx), md(idx))
+    assert 'encoder.a_hat' not in ms.state_dict()  # the graph is a builder argument, not saved with the weights
+
+def test_gcn_zoo_caches_and_learns(tmp_path):
+    ei, y = _karate()
+    lab = torch.tensor([0, 1, 33, 32]); rest = torch.tensor([i for i in range(34) if i not in (0, 1, 32, 33)])
+    kw = dict(anchors=lab, builder_args=dict(features=torch.eye(34), adj=adjacency(ei, 34)),
+              epochs=100, bs=34, lr=1e-2, progress=False)
+    archs = dict(rel=dict(arch='gcn', n_classes=2, relative=True))
+    z1 = train_zoo(archs, [0], (lab, y[lab]), cache_dir=tmp_path, **kw)
+    z2 = train_zoo(archs, [0], (lab, y[lab]), cache_dir=tmp_path, **kw)
+    assert _same(z1['rel', 0], z2['rel', 0]) and len(list(tmp_path.glob('*.safetensors'))) == 1
+    assert evaluate(z1['rel', 0], (rest, y[rest]))['acc'] > 0.8
+    other = dict(kw, builder_args=dict(features=torch.eye(34), adj=adjacency(ei[:, 1:], 34)))
+    train_zoo(archs, [0], (lab, y[lab]), cache_dir=tmp_path, **other)  # another graph: another checkpoint
+    assert len(list(tmp_path.glob('*.safetensors'))) == 2
+
+def test_normalized_adjacency_wordnet_nouns():
+    "The real noun hypernym graph (82k nodes) stays sparse; D^1/2 1 is still the eigenvector of eigenvalue 1"
+    from latent_comm.data import edge_index, get_dataset
+    try: g = get_dataset('wordnet_nouns')
+    except FileNotFoundError as e: pytest.skip(str(e))
+    n = len(g['nodes'])
+    a = adjacency(edge_index(g), n)
+    ah = normalized_adjacency(a)
+    assert ah.is_sparse and ah._nnz() == a._nnz() + n
+    d = (torch.sparse.sum(a, 1).to_dense() + 1).sqrt()
+    torch.testing.assert_close(torch.sparse.mm(ah, d[:, None]).squeeze(1), d, rtol=1e-5, atol=1e-5)  # hubs of degree > 400
+
 @pytest.mark.parametrize('call, msg', [
     (lambda: classifier(IN, 3, relative=True), '`anchors` are required'),
     (lambda: classifier(IN, 3, encoder='vit'), 'known: mlp, cnn'),
@@ -131,6 +173,8 @@ def test_gcn_karate_club():
     (lambda: LatentModel(nn.Identity(), nn.Identity(), task='seg'), 'known: classification, reconstruction'),
     (lambda: RelativeBottleneck(torch.empty(0)), 'non-empty'),
     (lambda: normalized_adjacency(torch.ones(3, 2)), 'square'),
+    (lambda: normalized_adjacency(torch.ones(3, 3).to_sparse().float() * float('nan')), 'NaN or Inf'),
+    (lambda: adjacency(torch.tensor([[0], [5]]), 3), 'node rows outside'),
     (lambda: M.cnn_encoder((784,)), '(channels, height, width)'),
 ])
 def test_errors_name_the_problem(call, msg):
