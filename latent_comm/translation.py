@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/05_translation.ipynb #c002
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, json, math, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -318,6 +318,21 @@ def _check_enough(est, name:str, n:int, dx:int, dy:int):
         raise ValueError(f"`x_anchors` has {n} anchor pairs but estimator {name!r} needs at least {need} "
                          f"(d_x={dx}, d_y={dy}); add anchors or use estimator='ridge', which works with any number")
 
+def _constant_dims(y:Tensor, rel:float=1e-6)->Tensor:
+    "Columns of `y` whose std is at most `rel` times the median column std (dead or constant dimensions)"
+    sd = y.std(0)
+    return (sd <= rel * sd.median()).nonzero().flatten()
+
+def _warn_constant_dims(y:Tensor, name:str, y_names:tuple):
+    "Warn when an orthogonal map will fill target dimensions that never vary"
+    if 'standard' in y_names: return  # per-dimension scaling gives each dimension its own spread back
+    dead = _constant_dims(y)
+    if len(dead):
+        warnings.warn(f"`y_anchors` has {len(dead)} (near-)constant dimension(s) {dead[:8].tolist()}: the orthogonal "
+                      f"estimator {name!r} will put source variance there, which the target never has (a per-feature "
+                      "standardisation downstream then multiplies it by 1/std); use y_transform='standard' or a "
+                      "least-squares estimator", stacklevel=3)
+
 def _name_of(est)->str:
     "Registered name of an estimator given by name or function"
     if isinstance(est, str): return est
@@ -342,7 +357,9 @@ def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source spac
     est = ESTIMATORS.resolve(name if self.estimator == 'auto' else self.estimator, arg='estimator')
     _check_enough(est, name, x.shape[0], x.shape[1], y.shape[1])
     xs, xt = fit_pipeline(x, pipeline_names(self.x_transform, 'x_transform'), owned=not _shares(x, x_anchors))
-    ys, yt = fit_pipeline(y, pipeline_names(self.y_transform, 'y_transform'), owned=not _shares(y, y_anchors))
+    y_names = pipeline_names(self.y_transform, 'y_transform')
+    if getattr(est, 'orthogonal', False): _warn_constant_dims(y, name, y_names)
+    ys, yt = fit_pipeline(y, y_names, owned=not _shares(y, y_anchors))
     w, b = est(xt, yt, **(self.estimator_kwargs or {}))
     w, b = w.to(x.dtype), b.to(x.dtype)
     if getattr(est, 'orthogonal', False): inv = w.mT / (w.pow(2).sum() / min(w.shape))  # pinv of s * semi-orthogonal
@@ -415,7 +432,7 @@ def inverse_transform(self:Translator, y:Tensor, # (..., d_y) vectors in the tar
     z = apply_pipeline(yc, *self._states('y'), owned=not _shares(yc, y))
     return invert_pipeline((z - self.bias_) @ self.inverse_, *self._states('x'), owned=True).to(y.dtype)
 
-# %% ../nbs/api/05_translation.ipynb #c062
+# %% ../nbs/api/05_translation.ipynb #c064
 @patch
 def _load_from_state_dict(self:Translator, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
     "Create the fitted buffers a `state_dict` holds before loading it (a fresh Translator has none)"
@@ -423,7 +440,7 @@ def _load_from_state_dict(self:Translator, state_dict, prefix, local_metadata, s
     if ours: self._set_state({k: torch.empty_like(v) for k, v in ours.items()})
     nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
-# %% ../nbs/api/05_translation.ipynb #c066
+# %% ../nbs/api/05_translation.ipynb #c068
 @patch
 def score(self:Translator, x:Tensor, # (n, d_x) source vectors
           y:Tensor, # (n, d_y) their true targets
@@ -469,7 +486,7 @@ def _select(self:Translator, x:Tensor, y:Tensor)->str:
     self.cv_results_ = results
     return next(k for k, r in results.items() if r['cosine'] >= best - 1e-6)
 
-# %% ../nbs/api/05_translation.ipynb #c072
+# %% ../nbs/api/05_translation.ipynb #c074
 FORMAT, FORMAT_VERSION = 'latent_comm.translation.Translator', 1
 
 def _digest(tensors:dict, meta:dict)->str:
@@ -501,7 +518,7 @@ def save(self:Translator, path, # file to write, conventionally ending in .safet
     meta['sha256'] = _digest(tensors, meta)
     save_file(tensors, str(path), metadata=meta)
 
-# %% ../nbs/api/05_translation.ipynb #c073
+# %% ../nbs/api/05_translation.ipynb #c075
 def _read(path:Path)->tuple:
     "Tensors and metadata of a safetensors file, with any parse error turned into a ValueError naming the file"
     try:

@@ -316,3 +316,19 @@ def test_unfitted_or_unregistered_cannot_be_saved(tmp_path):
     x, y, *_ = _similarity(n=50, d=4)
     t = Translator(lambda a, b: (torch.eye(4), torch.zeros(4))).fit(x, y)
     with pytest.raises(ValueError, match='not registered'): t.save(tmp_path / 'a.safetensors')
+
+def test_orthogonal_fit_warns_on_constant_target_dimensions(device):
+    "A dead target dimension (all-MiniLM-L6-v2 has three) is filled by a rotation: warn, unless scaling per dimension"
+    import warnings
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 16, generator=g).to(device)
+    y = x @ torch.linalg.qr(torch.randn(16, 16, generator=g)).Q.to(device)
+    y[:, [2, 9]] = 1e-33 * torch.randn(300, 2, generator=g).to(device)  # the LayerNorm-gain case: tiny, not exactly 0
+    for est in ('procrustes', 'scaled_procrustes'):
+        with pytest.warns(UserWarning, match=r"2 \(near-\)constant dimension\(s\) \[2, 9\].*y_transform='standard'"):
+            Translator(est).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        Translator('procrustes', x_transform='standard', y_transform='standard').fit(x, y)
+        Translator('lstsq').fit(x, y)
+        Translator('procrustes').fit(x, x @ torch.eye(16, device=device))  # a healthy target: silent

@@ -1,7 +1,8 @@
 """Execute notebooks in place, saving their outputs, so the docs site shows real results.
 
 Usage: python tools/run_nbs.py PATH [PATH ...]   (a notebook, or a folder of notebooks)
-Cells that call `nbdev_export(` are skipped (as `nbdev_test` does); notebooks whose name starts with `_` are scratch.
+Cells that call `nbdev_export(` are skipped (as `nbdev_test` does), and so are cells flagged `#| gpu` on a machine
+without CUDA (`make test-gpu` runs them); notebooks whose name starts with `_` are scratch.
 Stops at the first failing notebook with its traceback, so a broken experiment never publishes stale figures.
 """
 import sys, time, traceback
@@ -10,7 +11,15 @@ from execnb.shell import CaptureShell
 from nbdev.clean import clean_nb
 from execnb.nbio import read_nb, write_nb
 
-def _skip(cell): return cell.cell_type == 'code' and 'nbdev_export' + '(' in cell.source
+def _has_cuda()->bool:
+    import torch
+    return torch.cuda.is_available()
+
+def _skip(cell):
+    if cell.cell_type != 'code': return False
+    if 'nbdev_export' + '(' in cell.source: return True
+    flags = [l.strip() for l in cell.source.splitlines() if l.strip().startswith('#|')]
+    return any(f.split(':')[0].replace('#|', '').split() == ['gpu'] for f in flags) and not _has_cuda()
 
 def run_nb(path:Path):
     "Execute `path` top to bottom and write it back with outputs; raise on the first error"
