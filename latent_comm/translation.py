@@ -464,6 +464,12 @@ def cross_validate(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the 
     n = x.shape[0]
     if not (isinstance(folds, int) and 2 <= folds <= n // 2):
         raise ValueError(f"`folds` must be an integer from 2 to {n // 2} (half the {n} anchors), got {folds!r}")
+    m = n - math.ceil(n / folds)  # anchors that the smallest training fold keeps
+    if self.estimator != 'auto':
+        need = _min_anchors(ESTIMATORS.resolve(self.estimator, arg='estimator'), x.shape[1], y.shape[1])
+        if m < need:
+            raise ValueError(f"with `folds`={folds}, each fold is fitted on {m} of the {n} anchors, but estimator "
+                             f"{_name_of(self.estimator)!r} needs at least {need}: use fewer folds or more anchors")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
     parts, res = perm.tensor_split(folds), []
     for i, test in enumerate(parts):
