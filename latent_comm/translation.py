@@ -307,6 +307,10 @@ def _check_anchors(x_anchors, y_anchors)->tuple:
         raise ValueError(f"`x_anchors` is on {x.device} but `y_anchors` is on {y.device}; move them to one device")
     return _promote(x, y)
 
+def _fold_train_size(n:int, folds:int)->int:
+    "Anchors that the smallest training part keeps when `n` anchors are split into `folds` folds"
+    return n - math.ceil(n / folds)
+
 def _min_anchors(est, dx:int, dy:int)->int:
     "Fewest anchor pairs `est` needs (2 for estimators registered without a minimum)"
     return getattr(est, 'min_anchors', lambda dx, dy: 2)(dx, dy)
@@ -464,7 +468,7 @@ def cross_validate(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the 
     n = x.shape[0]
     if not (isinstance(folds, int) and 2 <= folds <= n // 2):
         raise ValueError(f"`folds` must be an integer from 2 to {n // 2} (half the {n} anchors), got {folds!r}")
-    m = n - math.ceil(n / folds)  # anchors that the smallest training fold keeps
+    m = _fold_train_size(n, folds)
     if self.estimator != 'auto':
         need = _min_anchors(ESTIMATORS.resolve(self.estimator, arg='estimator'), x.shape[1], y.shape[1])
         if m < need:
@@ -481,7 +485,7 @@ def cross_validate(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the 
 @patch
 def _select(self:Translator, x:Tensor, y:Tensor)->str:
     "Name of the registered estimator with the best held-out cosine on these anchors"
-    n_train = x.shape[0] - -(-x.shape[0] // self.folds)
+    n_train = _fold_train_size(x.shape[0], self.folds)
     results = {}
     for name, est in ESTIMATORS.items():
         if n_train < _min_anchors(est, x.shape[1], y.shape[1]): continue
