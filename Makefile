@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup reproduce test test-gpu docs export
+.PHONY: setup reproduce test test-cold test-gpu docs export
 
 setup:
 	@bash tools/setup.sh
@@ -16,6 +16,11 @@ reproduce: setup
 ## Tests: sync check, notebook tests, docs build, pytest (unit, property and browser tests).
 test: setup
 	@bash tools/test.sh
+
+## The tests on an empty, temporary cache: what a brand-new machine meets (data sets, encodings, zoo training from scratch).
+test-cold: setup
+	@cache=$$(mktemp -d); echo "==> cold start: LATENT_COMM_CACHE=$$cache"; \
+	LATENT_COMM_CACHE=$$cache bash tools/test.sh; rc=$$?; rm -rf "$$cache"; exit $$rc
 
 ## GPU checks for sessions lent an accelerator: `gpu`-flagged notebook cells and device-parametrised tests on CUDA.
 test-gpu: setup
