@@ -54,7 +54,7 @@ def _relink(text:str, base:str, here:str)->str:
 _PAGES = {}   # notebook path under nbs/ -> page path, filled by `main` before any conversion
 
 def _nb_links(text:str, here_src:str, here:str)->str:
-    "Point Markdown links to other notebooks (`../theory/x.ipynb`, `09_stitching.ipynb`) at their pages"
+    "Point Markdown links to other notebooks (`../theory/x.ipynb`, `11_stitching.ipynb`) at their pages"
     def sub(m):
         target, frag = m.group(2), m.group(3) or ''
         src = posixpath.normpath(posixpath.join(posixpath.dirname(here_src), target))
