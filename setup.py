@@ -18,8 +18,9 @@ py_versions = '3.10 3.11 3.12'.split()
 
 def reqs(key): return shlex.split(cfg.get(key, ''))
 requirements = reqs('requirements')
-extras = {k: reqs(f'{k}_requirements') for k in ('text', 'vision', 'words', 'audio', 'bench', 'dev')}
-extras['all'] = sorted({r for k in ('text', 'vision', 'words', 'audio') for r in extras[k]})
+# every `<name>_requirements` key is an extra; `all` gathers the asset and engine extras (not bench, not dev)
+extras = {k[:-len('_requirements')]: reqs(k) for k in cfg if k.endswith('_requirements') and k != 'requirements'}
+extras['all'] = sorted({r for k, v in extras.items() if k not in ('bench', 'dev') for r in v})
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 

@@ -31,3 +31,9 @@ def test_title_cell(nb):
     "Every notebook opens with a `# title` markdown cell (the page title in the docs)"
     first = _cells(nb)[0]
     assert first['cell_type'] == 'markdown' and ''.join(first['source']).lstrip().startswith('# '), nb.name
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.relative_to(NBS).as_posix())
+def test_committed_outputs_are_small(nb):
+    "Committed outputs are part of the docs, not a dump: every notebook stays under 1 MB (tools/run_nbs.py compacts figures)"
+    size = nb.stat().st_size
+    assert size < 1_000_000, f"{nb.name} is {size / 1e6:.2f} MB; re-run it with tools/run_nbs.py (normal-resolution, palette PNGs)"
