@@ -4,22 +4,22 @@
 
 # %% ../nbs/api/10_models.ipynb #c002
 from __future__ import annotations
-import copy, hashlib, json, math, time
+import copy, inspect, json, math, operator, time
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import Registry, check_tensor
+from .core import Registry, cached, check_tensor, digest
 from .relative import RelativeProjection
 
 # %% auto #0
 __all__ = ['TASKS', 'ARCHITECTURES', 'mlp_encoder', 'cnn_encoder', 'classifier_head', 'image_decoder', 'RelativeBottleneck',
-           'LatentModel', 'VAE', 'classifier', 'autoencoder', 'normalized_adjacency', 'adjacency', 'GCNEncoder',
-           'gcn_classifier', 'evaluate', 'fit', 'build', 'fingerprint', 'train_zoo']
+           'LatentModel', 'MeanEncoder', 'VAE', 'classifier', 'autoencoder', 'normalized_adjacency', 'adjacency',
+           'GCNEncoder', 'gcn_classifier', 'evaluate', 'fit', 'build', 'train_zoo']
 
 # %% ../nbs/api/10_models.ipynb #c008
 def _prod(shape): return int(math.prod(shape))
@@ -104,25 +104,36 @@ class LatentModel(nn.Module):
 
     @property
     def relative(self)->bool: return self.bottleneck is not None
-    def embed(self, x:Tensor)->Tensor: return self.encoder(x)
-    def represent(self, x:Tensor)->Tensor:
-        z = self.embed(x)
-        return z if self.bottleneck is None else self.bottleneck(z, self.encoder)
+    @property
+    def embedder(self)->nn.Module:
+        "The module computing `embed` (input -> (n, d)): the encoder, unless a subclass says otherwise"
+        return self.encoder
+    def embed(self, x:Tensor)->Tensor: return self.embedder(x)
+    def _bottle(self, z:Tensor)->Tensor: return z if self.bottleneck is None else self.bottleneck(z, self.embedder)
+    def represent(self, x:Tensor)->Tensor: return self._bottle(self.embed(x))
     def forward(self, x:Tensor)->Tensor: return self.decoder(self.represent(x))
 
 # %% ../nbs/api/10_models.ipynb #c021
-def _loss(self:LatentModel, x:Tensor, # a batch of inputs
-          y:Tensor|None=None, # labels (classification); ignored for reconstruction
-         )->tuple:
+@patch
+def loss(self:LatentModel, x:Tensor, # a batch of inputs
+         y:Tensor|None=None, # labels (classification); ignored for reconstruction
+        )->tuple:
     "(mean loss, number of correct predictions or None) on one batch"
     out = self(x)
     if self.task == 'classification': return F.cross_entropy(out, y), (out.argmax(-1) == y).sum()
     return F.mse_loss(out, x), None
-LatentModel.loss = _loss
 
 # %% ../nbs/api/10_models.ipynb #c024
+class MeanEncoder(nn.Module):
+    "The mean half of an encoder that outputs (mean, log-variance): a VAE's embedding as a module of its own"
+    def __init__(self, encoder:nn.Module, # input -> (n, 2*d): mean, then log-variance
+                ):
+        super().__init__(); self.encoder = encoder
+    def forward(self, x:Tensor)->Tensor: return self.encoder(x).chunk(2, dim=-1)[0]
+
+# %% ../nbs/api/10_models.ipynb #c024b
 class VAE(LatentModel):
-    "A `LatentModel` whose encoder outputs mean and log-variance; samples the latent while training"
+    "A `LatentModel` whose encoder outputs mean and log-variance; samples the latent while training, uses the mean in eval mode"
     def __init__(self, encoder:nn.Module, # input -> (n, 2*d): mean, then log-variance
                  decoder:nn.Module, bottleneck:RelativeBottleneck|None=None,
                  beta:float=1.0, # weight of the KL term
@@ -130,27 +141,32 @@ class VAE(LatentModel):
         super().__init__(encoder, decoder, bottleneck, task='reconstruction')
         self.beta = beta
 
-    def _stats(self, x): return self.encoder(x).chunk(2, dim=-1)
-    def embed(self, x:Tensor)->Tensor: return self._stats(x)[0]
-    def represent(self, x:Tensor)->Tensor:
-        mu, logvar = self._stats(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return z if self.bottleneck is None else self.bottleneck(z, self.embed)
+    @property
+    def embedder(self)->nn.Module: return MeanEncoder(self.encoder)
+    def _stats(self, x:Tensor)->tuple: return self.encoder(x).chunk(2, dim=-1)
+    def _sample(self, mu:Tensor, logvar:Tensor)->Tensor:
+        "A sample of N(mu, exp(logvar)) while training; mu in eval mode"
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+    def represent(self, x:Tensor)->Tensor: return self._bottle(self._sample(*self._stats(x)))
 
-    def loss(self, x:Tensor, y:Tensor|None=None)->tuple:
-        mu, logvar = self._stats(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        out = self.decoder(z if self.bottleneck is None else self.bottleneck(z, self.embed))
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
-        return F.mse_loss(out, x) + self.beta * kl / x[0].numel(), None
+# %% ../nbs/api/10_models.ipynb #c024c
+@patch
+def loss(self:VAE, x:Tensor, # a batch of images
+         y:Tensor|None=None, # ignored
+        )->tuple:
+    "(reconstruction MSE + beta * KL, both per pixel, None) on one batch"
+    mu, logvar = self._stats(x)
+    out = self.decoder(self._bottle(self._sample(mu, logvar)))
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
+    return F.mse_loss(out, x) + self.beta * kl / x[0].numel(), None
 
 # %% ../nbs/api/10_models.ipynb #c026
 ARCHITECTURES = Registry('architecture')
 
-def _bottleneck(relative, anchors, similarity):
+def _bottleneck(relative, anchors, sim):
     if not relative: return None
     if anchors is None: raise ValueError("`anchors` are required when `relative=True`: pass the anchor inputs")
-    return RelativeBottleneck(anchors, RelativeProjection(sim=similarity))
+    return RelativeBottleneck(anchors, RelativeProjection(sim=sim))
 
 def _encoder(kind, in_shape, latent):
     encs = dict(mlp=mlp_encoder, cnn=cnn_encoder)
@@ -165,10 +181,10 @@ def classifier(in_shape:tuple, # shape of one input
                latent:int=64, # encoder output dimension
                relative:bool=False, # put a relative bottleneck between encoder and head
                anchors:Tensor|None=None, # (m, *in_shape) anchor inputs, required if `relative`
-               similarity:str='cosine', # similarity of the relative projection
+               sim:str='cosine', # similarity of the relative projection: a name in `SIMILARITIES`
               )->LatentModel:
     "An image classifier with an absolute or relative bottleneck"
-    b = _bottleneck(relative, anchors, similarity)
+    b = _bottleneck(relative, anchors, sim)
     head = classifier_head(latent if b is None else b.n_anchors, n_classes, normalize=b is not None)
     return LatentModel(_encoder(encoder, in_shape, latent), head, b)
 
@@ -176,15 +192,15 @@ def classifier(in_shape:tuple, # shape of one input
 @ARCHITECTURES.register('autoencoder')
 def autoencoder(in_shape:tuple, # shape of one image
                 encoder:str='mlp', # 'mlp' or 'cnn'
-                latent:int=32, # encoder output dimension
+                latent:int=32, # encoder output dimension (of the mean, for a VAE)
                 relative:bool=False, # put a relative bottleneck between encoder and decoder
                 anchors:Tensor|None=None, # anchor inputs, required if `relative`
-                similarity:str='cosine', # similarity of the relative projection
+                sim:str='cosine', # similarity of the relative projection: a name in `SIMILARITIES`
                 variational:bool=False, # build a `VAE`
                 beta:float=1.0, # KL weight of the VAE
                )->LatentModel:
     "An image autoencoder (or VAE) with an absolute or relative bottleneck"
-    b = _bottleneck(relative, anchors, similarity)
+    b = _bottleneck(relative, anchors, sim)
     dec = image_decoder(latent if b is None else b.n_anchors, in_shape, normalize=b is not None)
     if variational: return VAE(_encoder(encoder, in_shape, 2 * latent), dec, b, beta=beta)
     return LatentModel(_encoder(encoder, in_shape, latent), dec, b, task='reconstruction')
@@ -251,10 +267,10 @@ def gcn_classifier(features:Tensor, # (n_nodes, f) node features
                    latent:int=8, # encoder output dimension
                    relative:bool=False, # relative bottleneck against anchor nodes
                    anchors:Tensor|None=None, # (m,) anchor node indices
-                   similarity:str='cosine', # similarity of the relative projection
+                   sim:str='cosine', # similarity of the relative projection: a name in `SIMILARITIES`
                   )->LatentModel:
     "A node classifier: GCN encoder, optional relative bottleneck, MLP head"
-    b = _bottleneck(relative, anchors, similarity)
+    b = _bottleneck(relative, anchors, sim)
     head = classifier_head(latent if b is None else b.n_anchors, n_classes, hidden=16, normalize=b is not None)
     return LatentModel(GCNEncoder(features, adj, latent=latent), head, b)
 
@@ -277,12 +293,17 @@ def _as_data(data, name:str)->tuple:
         raise ValueError(f"`{name}` tensors must have the same length, got {[len(t) for t in data]}")
     return tuple(data)
 
-def _batches(data:tuple, bs:int, gen:torch.Generator|None=None):
+def _check_batch_size(batch_size)->int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+def _batches(data:tuple, batch_size:int, gen:torch.Generator|None=None):
     "Batches of `data`, shuffled with `gen` when given"
     n = len(data[0])
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for s in range(0, n, bs):
-        i = order[s:s + bs]
+    for s in range(0, n, batch_size):
+        i = order[s:s + batch_size]
         yield tuple(t[i] for t in data)
 
 # %% ../nbs/api/10_models.ipynb #c046
@@ -293,13 +314,13 @@ def _device(model:nn.Module)->torch.device:
 @torch.no_grad()
 def evaluate(model:LatentModel, # a model with a `loss(x, y)` method
              data, # (inputs, labels) or inputs alone
-             bs:int=1024, # batch size
+             batch_size:int=1024, # rows per forward pass
             )->dict:
     "Mean loss (and accuracy for classifiers) of `model` on `data`"
     data, dev, was = _as_data(data, 'data'), _device(model), model.training
     model.eval()
     tot, correct, n = 0., 0, 0
-    for b in _batches(data, bs):
+    for b in _batches(data, _check_batch_size(batch_size)):
         b = [t.to(dev) for t in b]
         loss, c = model.loss(*b)
         tot += loss.item() * len(b[0]); n += len(b[0])
@@ -308,60 +329,84 @@ def evaluate(model:LatentModel, # a model with a `loss(x, y)` method
     return dict(loss=tot / n) | (dict(acc=correct / n) if model.task == 'classification' else {})
 
 # %% ../nbs/api/10_models.ipynb #c048
-def _improved(new:float, best:float|None, mode:str)->bool:
-    return best is None or (new > best if mode == 'max' else new < best)
-
-def fit(model:LatentModel, # model to train in place
-        train, # (inputs, labels), or inputs alone for autoencoders
-        valid=None, # validation data in the same form; needed for early stopping
-        epochs:int=10, # maximum number of epochs
-        bs:int=128, # batch size
-        lr:float=1e-3, # Adam learning rate
-        weight_decay:float=0., # Adam weight decay
-        seed:int=0, # seed of the batch order and of any sampling in the model
-        patience:int|None=None, # stop after this many epochs without improvement of `monitor`
-        monitor:str='valid_loss', # history column to watch: 'valid_loss' (minimised) or 'valid_acc' (maximised)
-        max_steps:int|None=None, # stop after this many optimizer steps (for quick checks)
-        deterministic:bool|None=None, # use deterministic algorithms; default: True on CPU
-        progress:bool=True, # show a tqdm bar over epochs
-       )->pd.DataFrame:
-    "Train `model` with Adam; return the history (one row per epoch)"
-    train = _as_data(train, 'train')
-    if valid is not None: valid = _as_data(valid, 'valid')
+def _check_fit(model:LatentModel, train, valid, batch_size, patience, monitor)->tuple:
+    "(train, valid) as tuples of tensors, after checking the arguments of `fit` that depend on each other"
+    train, valid = _as_data(train, 'train'), None if valid is None else _as_data(valid, 'valid')
+    _check_batch_size(batch_size)
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"`patience` must be a positive number of epochs or None (no early stopping), got {patience!r}")
     if patience is not None and valid is None: raise ValueError("`patience` needs `valid` data to monitor")
     known = ['train_loss'] + ([] if valid is None else ['valid_loss'] + (['valid_acc'] if model.task == 'classification' else []))
     if monitor not in known and (valid is not None or monitor != 'valid_loss'):
         raise ValueError(f"`monitor`={monitor!r} is not recorded for this model and data; known: {', '.join(known)}")
-    mode = 'max' if monitor.endswith('acc') else 'min'
-    dev = _device(model)
+    return train, valid
+
+# %% ../nbs/api/10_models.ipynb #c048b
+class _EarlyStopping:
+    "Watch `monitor` in each epoch's history row, keep the best weights, stop after `patience` epochs without improvement"
+    def __init__(self, monitor:str, patience:int|None):
+        self.monitor, self.patience, self.maximize = monitor, patience, monitor.endswith('acc')
+        self.best, self.state, self.bad = None, None, 0
+
+    def step(self, row:dict, model:nn.Module)->bool:
+        "Record one epoch; True when training should stop"
+        if self.patience is None: return False
+        v = row[self.monitor]
+        if self.best is None or (v > self.best if self.maximize else v < self.best):
+            self.best, self.bad, self.state = v, 0, copy.deepcopy(model.state_dict())
+        else: self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model:nn.Module):
+        "Load the best epoch's weights into `model` (nothing without `patience`)"
+        if self.state is not None: model.load_state_dict(self.state)
+
+# %% ../nbs/api/10_models.ipynb #c048d
+def _train_epoch(model:LatentModel, opt:torch.optim.Optimizer, data:tuple, batch_size:int, gen:torch.Generator,
+                 dev:torch.device, max_steps:int|None)->tuple:
+    "One pass of `opt` over `data` in the order `gen` draws, at most `max_steps` steps: (mean training loss, steps taken)"
+    tot, n, steps = 0., 0, 0
+    model.train()
+    for b in _batches(data, batch_size, gen):
+        b = [t.to(dev) for t in b]
+        loss, _ = model.loss(*b)
+        opt.zero_grad(); loss.backward(); opt.step()
+        tot += loss.item() * len(b[0]); n += len(b[0]); steps += 1
+        if max_steps is not None and steps >= max_steps: break
+    return tot / n, steps
+
+# %% ../nbs/api/10_models.ipynb #c048e
+def fit(model:LatentModel, # model to train in place
+        train, # (inputs, labels), or inputs alone for autoencoders
+        valid=None, # validation data in the same form; needed for early stopping
+        epochs:int=10, # maximum number of epochs
+        batch_size:int=128, # training batch size
+        lr:float=1e-3, # Adam learning rate
+        weight_decay:float=0., # Adam weight decay
+        seed:int=0, # seed of the batch order and of any sampling in the model
+        patience:int|None=None, # stop after this many epochs in a row without improvement of `monitor`, then restore the best epoch's weights; None: train all `epochs`, keep the last weights
+        monitor:str='valid_loss', # history column that `patience` watches: 'valid_loss', 'train_loss' (minimised) or 'valid_acc' (maximised)
+        max_steps:int|None=None, # stop after this many optimizer steps (for quick checks)
+        deterministic:bool|None=None, # use deterministic algorithms; default: True on CPU
+        progress:bool=True, # show a tqdm bar over epochs
+       )->pd.DataFrame:
+    "Train `model` with Adam; return the history (one row per epoch); the model is left in eval mode"
+    train, valid = _check_fit(model, train, valid, batch_size, patience, monitor)
+    dev, stopper, hist, steps = _device(model), _EarlyStopping(monitor, patience), [], 0
+    opt, gen = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay), torch.Generator().manual_seed(seed)
     if deterministic is None: deterministic = dev.type == 'cpu'
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    hist, best, best_state, bad, steps = [], None, None, 0, 0
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []), _deterministic(deterministic):
         torch.manual_seed(seed)
-        bar = tqdm(range(epochs), disable=not progress, leave=False)
-        for ep in bar:
-            t0, tot, n = time.perf_counter(), 0., 0
-            model.train()
-            for b in _batches(train, bs, gen):
-                b = [t.to(dev) for t in b]
-                loss, _ = model.loss(*b)
-                opt.zero_grad(); loss.backward(); opt.step()
-                tot += loss.item() * len(b[0]); n += len(b[0]); steps += 1
-                if max_steps is not None and steps >= max_steps: break
-            row = dict(epoch=ep, train_loss=tot / n)
+        for ep in (bar := tqdm(range(epochs), disable=not progress, leave=False)):
+            t0 = time.perf_counter()
+            loss, taken = _train_epoch(model, opt, train, batch_size, gen, dev, None if max_steps is None else max_steps - steps)
+            steps += taken
+            row = dict(epoch=ep, train_loss=loss)
             if valid is not None: row |= {f'valid_{k}': v for k, v in evaluate(model, valid).items()}
-            row |= dict(seconds=time.perf_counter() - t0)
-            hist.append(row); bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != 'epoch'})
-            if monitor in row:
-                if _improved(row[monitor], best, mode):
-                    best, bad = row[monitor], 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else: bad += 1
-                if patience is not None and bad > patience: break
-            if max_steps is not None and steps >= max_steps: break
-    if best_state is not None: model.load_state_dict(best_state)
+            hist.append(row | dict(seconds=time.perf_counter() - t0))
+            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != 'epoch'})
+            if stopper.step(row, model) or (max_steps is not None and steps >= max_steps): break
+    stopper.restore(model)
     model.eval()
     return pd.DataFrame(hist)
 
@@ -381,37 +426,54 @@ def build(config:dict, # {'arch': name in ARCHITECTURES, **keyword arguments of 
         return arch(**cfg, **extra)
 
 # %% ../nbs/api/10_models.ipynb #c059
-def fingerprint(*objs, # tensors, or JSON-serialisable values
-               )->str:
-    "A SHA-256 hex digest of tensors (dtype, shape and bytes; sparse ones by indices and values) and JSON values, in order"
-    h = hashlib.sha256()
-    for o in objs:
-        if isinstance(o, Tensor) and o.is_sparse:  # a sparse graph: its shape, indices and values, never densified
-            c = o.detach().cpu().coalesce()
-            h.update(f'sparse{tuple(c.shape)}'.encode()); h.update(fingerprint(c.indices(), c.values()).encode())
-        elif isinstance(o, Tensor):
-            t = o.detach().cpu().contiguous()
-            h.update(f'{t.dtype}{tuple(t.shape)}'.encode()); h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-        else: h.update(json.dumps(o, sort_keys=True, default=str).encode())
-        h.update(b'|')
-    return h.hexdigest()
+def _seed_list(seeds)->list:
+    "`seeds` read once, as a list of ints"
+    try: out = list(seeds)
+    except TypeError: raise TypeError(f"`seeds` must be an iterable of integers, got {type(seeds).__name__}") from None
+    bad = [s for s in out if isinstance(s, bool) or not hasattr(s, '__index__')]
+    if bad: raise TypeError(f"`seeds` must hold integers, got {bad[0]!r}")
+    return [operator.index(s) for s in out]
+
+_FIT_KWARGS = [p for p in inspect.signature(fit).parameters if p not in ('model', 'train', 'valid', 'seed', 'progress')]
+
+def _check_fit_kwargs(fit_kwargs:dict):
+    "Raise a `TypeError` naming every keyword that `train_zoo` cannot pass on to `fit`"
+    bad = [k for k in fit_kwargs if k not in _FIT_KWARGS]
+    if bad: raise TypeError(f"`train_zoo` cannot pass {', '.join(map(repr, bad))} to `fit`; it passes on: {', '.join(_FIT_KWARGS)}")
 
 # %% ../nbs/api/10_models.ipynb #c062
-def _ckpt(cache_dir:Path, name:str, seed:int, key:str)->Path:
-    return Path(cache_dir) / f'{name}-seed{seed}-{key[:16]}.safetensors'
+_ZOO_VERSION = 2  # part of every checkpoint key: bump it when what a checkpoint holds changes meaning
+
+def _ckpt(folder, name:str, seed:int, key:str)->Path:
+    return Path(folder) / f'{name}-seed{seed}-{key[:16]}.safetensors'
 
 def _save(model:nn.Module, path:Path, meta:dict):
+    "Write `model`'s weights to `path`, with the JSON values of `meta` as the file's metadata"
     from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={k: json.dumps(v, default=str) for k, v in meta.items()})
 
 def _load(model:nn.Module, path:Path)->dict:
+    "Read the checkpoint at `path` into `model`; return its metadata"
     from safetensors import safe_open
-    from safetensors.torch import load_file
-    model.load_state_dict(load_file(str(path), device=str(_device(model))))
-    with safe_open(str(path), 'pt') as f: return {k: json.loads(v) for k, v in f.metadata().items()}
+    with safe_open(str(path), 'pt', device=str(_device(model))) as f:
+        state, meta = {k: f.get_tensor(k) for k in f.keys()}, {k: json.loads(v) for k, v in f.metadata().items()}
+    model.load_state_dict(state)
+    return meta
+
+# %% ../nbs/api/10_models.ipynb #c062b
+def _zoo_model(make, # () -> a freshly built model
+               path:Path|None, # its checkpoint; None trains without caching
+               train:tuple, valid:tuple|None, seed:int, progress:bool, fit_kwargs:dict, meta:dict)->LatentModel:
+    "The trained model with its `.history`: loaded from `path`, trained and saved there first (once across processes) if needed"
+    def trained():
+        m = make(); m.history = fit(m, train, valid, seed=seed, progress=progress, **fit_kwargs)
+        return m
+    def build_(tmp): m = trained(); _save(m, tmp, meta | dict(history=m.history.to_dict('records')))
+    def load(p):
+        m = make(); m.history = pd.DataFrame(_load(m, p)['history'])
+        return m
+    return trained() if path is None else cached(path, build_, load)
 
 # %% ../nbs/api/10_models.ipynb #c063
 def train_zoo(archs:dict, # {name: config for `build`}
@@ -423,22 +485,21 @@ def train_zoo(archs:dict, # {name: config for `build`}
               progress:bool=True, # a tqdm bar per model
               device:str|torch.device|None=None, # where to train; default: CPU
               builder_args:dict|None=None, # tensor arguments of every builder (a graph's `features`, `adj`); hashed too
-              **fit_kwargs, # passed to `fit` (epochs, bs, lr, patience, monitor, ...)
+              **fit_kwargs, # passed to `fit` (epochs, batch_size, lr, patience, monitor, ...)
              )->dict:
     "Train (or load) every `archs` x `seeds` model; {(name, seed): model in eval mode}, each with a `.history`"
-    train = _as_data(train, 'train'); valid = None if valid is None else _as_data(valid, 'valid')
-    builder_args = dict(builder_args or {})
-    data_key = fingerprint(*train, *(valid or ()), *([] if anchors is None else [anchors]),
-                           *[o for k, v in sorted(builder_args.items()) for o in (k, v)])
+    if not isinstance(archs, dict): raise TypeError(f"`archs` must be a dict {{name: config}}, got {type(archs).__name__}")
+    train, valid = _as_data(train, 'train'), None if valid is None else _as_data(valid, 'valid')
+    seeds, builder_args = _seed_list(seeds), dict(builder_args or {})
+    _check_fit_kwargs(fit_kwargs)
+    data_key = digest(*train, *(valid or ()), anchors, *[o for k, v in sorted(builder_args.items()) for o in (k, v)])
+    if cache_dir is not None: Path(cache_dir).mkdir(parents=True, exist_ok=True)
     zoo = {}
     for name, cfg in archs.items():
         for seed in seeds:
-            m = build(cfg, seed, anchors, **builder_args).to(device or 'cpu')
-            key = fingerprint(cfg, seed, fit_kwargs, data_key)
+            key = digest(f'zoo-v{_ZOO_VERSION}', cfg, seed, fit_kwargs, data_key)
             path = None if cache_dir is None else _ckpt(cache_dir, name, seed, key)
-            if path is not None and path.exists(): m.history = pd.DataFrame(_load(m, path)['history'])
-            else:
-                m.history = fit(m, train, valid, seed=seed, progress=progress, **fit_kwargs)
-                if path is not None: _save(m, path, dict(config=cfg, seed=seed, fit=fit_kwargs, history=m.history.to_dict('records')))
-            zoo[name, seed] = m.eval()
+            make = lambda: build(cfg, seed, anchors, **builder_args).to(device or 'cpu')
+            meta = dict(version=_ZOO_VERSION, config=cfg, seed=seed, fit=fit_kwargs)
+            zoo[name, seed] = _zoo_model(make, path, train, valid, seed, progress, fit_kwargs, meta).eval()
     return zoo

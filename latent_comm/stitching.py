@@ -7,45 +7,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 from .models import LatentModel, RelativeBottleneck
 from .translation import Translator
 
 # %% auto #0
-__all__ = ['BRIDGES', 'TranslationBridge', 'stitch', 'StitchingResult', 'stitching_matrix']
+__all__ = ['TranslationBridge', 'stitch', 'StitchingResult', 'stitching_matrix']
 
 # %% ../nbs/api/11_stitching.ipynb #c007
 @dataclass
 class TranslationBridge:
-    "Fit a `Translator` from the source encoder's to the target encoder's embedding of shared anchor inputs"
-    anchors:Tensor # (m, *input_shape) anchor inputs, embedded by both encoders
+    "Fit a `Translator` from the source's to the target's embedding of shared anchor inputs"
+    anchors:Tensor # (m, *input_shape) anchor inputs, embedded by both models
     estimator:str = 'procrustes' # `Translator` estimator
     x_transform:tuple = ('standard',) # source-side transforms (Maiorca et al.: standard scaling)
     y_transform:tuple = ('standard',) # target-side transforms, undone after the map
 
     @torch.no_grad()
-    def fit(self, source:nn.Module, # source encoder
-            target:nn.Module, # target encoder (the one the decoder was trained with)
+    def fit(self, source, # source: a `LatentModel` (its `embedder` is used) or an encoder module
+            target, # target, in the same form: the model whose decoder will read the translation
            )->Translator:
-        "A `Translator` fitted on `source(anchors)` -> `target(anchors)`"
-        xs, ys = _embed(source, self.anchors), _embed(target, self.anchors)
+        "A `Translator` fitted on the source's -> the target's embedding of `anchors`"
+        xs, ys = _embed(_embedder(source, 'source'), self.anchors), _embed(_embedder(target, 'target'), self.anchors)
         return Translator(self.estimator, x_transform=self.x_transform, y_transform=self.y_transform).fit(xs, ys)
 
 # %% ../nbs/api/11_stitching.ipynb #c008
+def _embedder(model, role:str)->nn.Module:
+    "The module computing `model`'s embedding: a `LatentModel`'s `embedder`, or a bare module itself"
+    if isinstance(model, LatentModel): return model.embedder
+    if isinstance(model, nn.Module): return model
+    raise TypeError(f"`{role}` must be a LatentModel or an nn.Module, got {type(model).__name__}")
+
 @torch.no_grad()
 def _embed(encoder:nn.Module, x:Tensor)->Tensor:
-    "`encoder(x)` in eval mode on the encoder's device, restoring the encoder's mode"
-    was = encoder.training; encoder.eval()
+    "`encoder(x)` in eval mode on the encoder's device; the mode of every submodule is restored afterwards"
+    modes = [(m, m.training) for m in encoder.modules()]
+    encoder.eval()
     p = next(iter(encoder.parameters()), None)
     try: return encoder(x if p is None else x.to(p.device))
-    finally: encoder.train(was)
+    finally:
+        for m, mode in modes: m.training = mode
 
 # %% ../nbs/api/11_stitching.ipynb #c010
 def _parts(model, role:str)->tuple:
-    "(encoder, decoder, model or None) from a `LatentModel` or a bare module"
-    if isinstance(model, LatentModel): return model.encoder, model.decoder, model
-    if isinstance(model, nn.Module): return model, model, None
-    raise TypeError(f"`{role}` must be a LatentModel or an nn.Module, got {type(model).__name__}")
+    "(embedder, decoder, model or None) from a `LatentModel` or a bare module"
+    if isinstance(model, LatentModel): return model.embedder, model.decoder, model
+    return _embedder(model, role), model, None
 
 def _bridge_name(bridge)->str:
     if bridge is None or isinstance(bridge, str): return bridge or 'absolute'
@@ -55,18 +63,17 @@ def _bridge_name(bridge)->str:
     return type(bridge).__name__
 
 # %% ../nbs/api/11_stitching.ipynb #c011
-BRIDGES = "None or 'absolute', 'relative', a RelativeBottleneck, a TranslationBridge, or a fitted Translator"
-
-def stitch(encoder, # source: a `LatentModel` (its encoder is used) or an encoder module
+def stitch(encoder, # source: a `LatentModel` (its `embedder` is used) or an encoder module
            bridge, # None/'absolute', 'relative' (the decoder model's own bottleneck), a `RelativeBottleneck`, a `TranslationBridge`, or a fitted `Translator`
            decoder, # target: a `LatentModel` (its decoder is used) or a decoder module
-           target_encoder:nn.Module|None=None, # target encoder for a `TranslationBridge`; default: `decoder`'s own
+           target_encoder:nn.Module|None=None, # target side of a `TranslationBridge`: an encoder module, or a `LatentModel` (its `embedder`); default: `decoder`'s own
            task:str|None=None, # task of the result; default: `decoder`'s, else 'classification'
           )->LatentModel:
-    "The model decoder(bridge(encoder(x))), as a `LatentModel`"
-    enc, _, src = _parts(encoder, 'encoder')
+    "The model decoder(bridge(embedder(x))), as a `LatentModel`"
+    enc = _embedder(encoder, 'encoder')
     tgt_enc, dec, tgt = _parts(decoder, 'decoder')
-    if tgt is None: tgt_enc = None
+    if target_encoder is not None: tgt_enc = _embedder(target_encoder, 'target_encoder')
+    elif tgt is None: tgt_enc = None
     task = task or (tgt.task if tgt is not None else 'classification')
     kind = _bridge_name(bridge)
     if tgt is not None and tgt.relative != kind.startswith('relative'):
@@ -76,7 +83,7 @@ def stitch(encoder, # source: a `LatentModel` (its encoder is used) or an encode
     if bridge == 'relative':
         if tgt is None: raise ValueError("`bridge`='relative' needs a relative LatentModel as `decoder` (its bottleneck holds the anchors)")
         bridge = tgt.bottleneck
-    return _assemble(enc, bridge, dec, target_encoder or tgt_enc, task)
+    return _assemble(enc, bridge, dec, tgt_enc, task)
 
 # %% ../nbs/api/11_stitching.ipynb #c012
 def _assemble(enc:nn.Module, bridge, dec:nn.Module, tgt_enc:nn.Module|None, task:str)->LatentModel:
@@ -89,7 +96,8 @@ def _assemble(enc:nn.Module, bridge, dec:nn.Module, tgt_enc:nn.Module|None, task
     if isinstance(bridge, Translator):
         if not bridge.is_fitted: raise ValueError("`bridge` is a Translator that is not fitted; call `fit` first or pass a TranslationBridge")
         return LatentModel(nn.Sequential(enc, bridge), dec, task=task)
-    raise TypeError(f"`bridge` must be {BRIDGES}; got {bridge!r}")
+    raise TypeError("`bridge` must be None or 'absolute', 'relative', a RelativeBottleneck, a TranslationBridge, "
+                    f"or a fitted Translator; got {bridge!r}")
 
 # %% ../nbs/api/11_stitching.ipynb #c020
 @dataclass
@@ -106,17 +114,18 @@ class StitchingResult:
         return self.table.pivot(index='encoder', columns='decoder', values=score or self.scores[0])
 
 # %% ../nbs/api/11_stitching.ipynb #c021
-def _summary(self:StitchingResult)->pd.DataFrame:
+@patch
+def summary(self:StitchingResult)->pd.DataFrame:
     "Mean, std and count of each score for the original models (diagonal) and the stitched pairs"
     g = self.table.groupby(['bridge', 'stitched'])[self.scores].agg(['mean', 'std', 'count'])
     return g.rename(index={False: 'original', True: 'stitched'}, level='stitched')
-StitchingResult.summary = _summary
 
 # %% ../nbs/api/11_stitching.ipynb #c022
-def _plot(self:StitchingResult, score:str|None=None, # score column; default: the first
-          ax=None, # matplotlib axes; default: a new figure
-          **kwargs, # passed to `seaborn.heatmap`
-         ):
+@patch
+def plot(self:StitchingResult, score:str|None=None, # score column; default: the first
+         ax=None, # matplotlib axes; default: a new figure
+         **kwargs, # passed to `seaborn.heatmap`
+        ):
     "Heatmap of `score`, encoders as rows, decoders as columns; returns the axes"
     import matplotlib.pyplot as plt, seaborn as sns
     score = score or self.scores[0]
@@ -125,7 +134,6 @@ def _plot(self:StitchingResult, score:str|None=None, # score column; default: th
     sns.heatmap(self.matrix(score), ax=ax, **kw)
     ax.set_title(f"{self.table.bridge.iloc[0]}: {score}"); ax.set_xlabel('decoder'); ax.set_ylabel('encoder')
     return ax
-StitchingResult.plot = _plot
 
 # %% ../nbs/api/11_stitching.ipynb #c023
 def _named(models, role:str)->dict:

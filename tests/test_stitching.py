@@ -1,9 +1,9 @@
-"Tests for latent_comm.stitching: exact stitching through known angle-preserving maps, bridges, the matrix, errors"
+"Tests for latent_comm.stitching: exact stitching through known angle-preserving maps, bridges (on the embedding, a VAE's mean), the matrix, errors"
 import matplotlib
 matplotlib.use('Agg')
 import pytest, torch
 from torch import nn
-from latent_comm.models import LatentModel, RelativeBottleneck, classifier, evaluate, fit
+from latent_comm.models import LatentModel, MeanEncoder, RelativeBottleneck, autoencoder, classifier, evaluate, fit
 from latent_comm.stitching import StitchingResult, TranslationBridge, stitch, stitching_matrix
 from latent_comm.translation import Translator
 
@@ -84,6 +84,8 @@ def test_relative_bridge_object_with_other_anchors(pair):
     (lambda r, a: stitch(a, Translator(), a), ValueError, 'not fitted'),
     (lambda r, a: stitch(a, 'procrustes', a), TypeError, "`bridge` must be None or 'absolute'"),
     (lambda r, a: stitch('a', None, a), TypeError, '`encoder` must be a LatentModel'),
+    (lambda r, a: stitch(a, TranslationBridge(_x(10)), a.decoder, target_encoder=3), TypeError, '`target_encoder` must be a LatentModel'),
+    (lambda r, a: TranslationBridge(_x(10)).fit(a, 'b'), TypeError, '`target` must be a LatentModel'),
     (lambda r, a: stitching_matrix(a, [a], None, len), TypeError, '`encoders` must be a dict'),
 ])
 def test_errors(pair, make, err, msg):
@@ -126,7 +128,7 @@ def test_trained_models_stitch_relatively_not_absolutely():
         for seed in (0, 1):
             torch.manual_seed(seed)
             m = classifier(IN, 10, latent=24, relative=rel, anchors=anchors)
-            fit(m, (X[tr], Y[tr]), epochs=12, bs=64, lr=3e-3, seed=seed, progress=False)
+            fit(m, (X[tr], Y[tr]), epochs=12, batch_size=64, lr=3e-3, seed=seed, progress=False)
             zoo[rel, seed] = m
     acc = lambda m: evaluate(m, (X[te], Y[te]))['acc']
     orig = min(acc(zoo[True, 0]), acc(zoo[True, 1]))
@@ -134,3 +136,55 @@ def test_trained_models_stitch_relatively_not_absolutely():
     assert acc(stitch(zoo[True, 0], 'relative', zoo[True, 1])) > orig - 0.1
     assert acc(stitch(zoo[False, 0], None, zoo[False, 1])) < 0.5
     assert acc(stitch(zoo[False, 0], TranslationBridge(X[:200]), zoo[False, 1])) > 0.8
+
+@pytest.fixture
+def vaes():
+    "A relative and an absolute VAE (untrained), in eval mode, where they decode their mean"
+    torch.manual_seed(0); x = _x(30)
+    return (autoencoder(IN, latent=4, variational=True, relative=True, anchors=x[:8]).eval(),
+            autoencoder(IN, latent=4, variational=True).eval(), x)
+
+def test_vae_stitched_to_itself_is_the_vae(vaes, device):
+    "Every bridge reads the VAE's mean, never its log-variance: stitching a VAE to itself changes nothing"
+    rel, ab, x = vaes
+    rel, ab, x = rel.to(device), ab.to(device), x.to(device)
+    with torch.no_grad():
+        s = stitch(rel, 'relative', rel)
+        assert torch.equal(s.represent(x), rel.represent(x)) and torch.equal(s(x), rel(x))
+        assert torch.equal(stitch(rel, RelativeBottleneck(x[:8]), rel).represent(x), rel.represent(x))
+        assert torch.equal(stitch(ab, None, ab)(x), ab(x))
+        torch.testing.assert_close(stitch(ab, TranslationBridge(x[:20]), ab)(x), ab(x), atol=1e-4, rtol=1e-4)
+        t = TranslationBridge(x[:20]).fit(ab, ab)
+        assert t.matrix_.shape == (4, 4)
+        torch.testing.assert_close(stitch(ab, t, ab)(x), ab(x), atol=1e-4, rtol=1e-4)
+
+def test_vae_stitching_uses_the_mean_encoder(vaes):
+    rel, ab, x = vaes
+    s = stitch(rel, 'relative', rel)
+    assert isinstance(s.encoder, MeanEncoder) and s.encoder.encoder is rel.encoder
+    assert s.decoder is rel.decoder and s.bottleneck is rel.bottleneck
+    with torch.no_grad(): assert s.embed(x).shape == (30, 4)
+
+def test_vae_twin_stitches_exactly(vaes):
+    "Two VAEs whose means differ by a rotation and scale: the relative bridge carries one's encoder to the other's decoder"
+    rel, _, x = vaes
+    q = _orthogonal(4, 9); lin = nn.Linear(8, 8, bias=False)
+    lin.weight.data = torch.block_diag(2.0 * q.T, torch.eye(4))  # rotate and scale the mean, keep the log-variance
+    twin = type(rel)(nn.Sequential(rel.encoder, lin), rel.decoder, rel.bottleneck).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(twin.represent(x), rel.represent(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stitch(twin, 'relative', rel)(x), rel(x), atol=1e-5, rtol=1e-5)
+
+def test_fitting_a_bridge_leaves_modes_alone(vaes):
+    rel, ab, x = vaes
+    ab.encoder.train()
+    TranslationBridge(x[:20]).fit(ab, rel)
+    assert ab.encoder.training and all(m.training for m in ab.encoder.modules())
+    assert not rel.encoder.training
+
+def test_target_encoder_may_be_a_model(pair):
+    _, ab, x = pair
+    twin = _twin(ab, 1.5, 8)
+    s1 = stitch(ab, TranslationBridge(_x(50, 1)), twin.decoder, target_encoder=twin)
+    s2 = stitch(ab, TranslationBridge(_x(50, 1)), twin)
+    with torch.no_grad(): torch.testing.assert_close(s1(x), s2(x))
