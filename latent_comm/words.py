@@ -63,7 +63,8 @@ def _save_table(path:Path, words:list, vectors:Tensor):
 
 def _load_table(path:Path)->tuple[dict, Tensor]:
     "A word table written by `_save_table`: every word mapped to its row, and the vectors"
-    with safe_open(str(path), 'pt') as f: words, mat = json.loads(f.metadata()['words']), f.get_tensor('vectors').clone()
+    with safe_open(str(path), 'pt') as f:  # a copy, never a view of a file that may change under it
+        words, mat = json.loads(f.metadata()['words']), f.get_tensor('vectors').clone()
     if len(words) != len(mat): raise ValueError(f"{path.name} holds {len(words)} words for {len(mat)} vectors")
     return {w: i for i, w in enumerate(words)}, mat
 
@@ -85,9 +86,10 @@ def _glove_official(install:str)->tuple[dict, Tensor]:
     d = fetch_official('glove-6b', members=('glove.6B.50d.txt',), install=install)
     def build(tmp):
         words, rows = [], []
-        for line in open(d/'glove.6B.50d.txt', encoding='utf-8'):
-            w, *v = line.rstrip('\n').split(' ')
-            words.append(w); rows.append(np.asarray(v, dtype=np.float32))
+        with open(d/'glove.6B.50d.txt', encoding='utf-8') as f:
+            for line in f:
+                w, *v = line.rstrip('\n').split(' ')
+                words.append(w); rows.append(np.asarray(v, dtype=np.float32))
         _save_table(tmp, words, torch.from_numpy(np.stack(rows)))
     return cached(cache_dir('word_vectors')/f'glove-6b-50d-{d.name}.safetensors', build, _load_table)
 

@@ -134,9 +134,10 @@ def test_key_is_the_same_in_another_process(tmp_path):
     (tmp_path/'prep.py').write_text("def make(k):\n    return lambda b: [s[:k] for s in b if s not in {'a', 'b', 'c'}]\n")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import prep;"
             "from latent_comm.embeddings import preprocess_key; print(preprocess_key(prep.make(3)))")
-    keys = {subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True, text=True, check=True,
-                           env=os.environ | {'PYTHONHASHSEED': seed, 'PYTHONPATH': str(ROOT)}).stdout for seed in ('1', '2')}
-    assert len(keys) == 1 and len(keys.pop().strip()) == 64
+    procs = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | {'PYTHONHASHSEED': seed, 'PYTHONPATH': str(ROOT)}) for seed in ('1', '2')]
+    keys = {p.communicate(timeout=300)[0] for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(keys) == 1 and len(keys.pop().strip()) == 64
 
 def test_pixel_tensors(tmp_cache):
     ds = Dataset.from_dict({'image': [np.full((8, 8), 255 * (i % 2), np.uint8) for i in range(6)], 'label': list(range(6))})
