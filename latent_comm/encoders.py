@@ -231,9 +231,9 @@ def synthesise(text:str, # what to say
 # %% ../nbs/api/08_encoders.ipynb #cwh0
 def _flite_version()->str:
     "The installed flite's version, or 'none'"
-    try: out = subprocess.run(['flite', '--version'], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError): return 'none'
-    return next((l.split('version:', 1)[1].strip() for l in out.splitlines() if 'version:' in l), out.strip())
+    try: out = subprocess.run(['flite', '--version'], capture_output=True, text=True).stdout  # exits with 1 after printing it
+    except OSError: return 'none'
+    return next((l.split('version:', 1)[1].strip() for l in out.splitlines() if 'version:' in l), out.strip() or 'unknown')
 
 # %% ../nbs/api/08_encoders.ipynb #c035
 class WhisperEncoder(Encoder):
