@@ -65,15 +65,15 @@ def _stratified(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
     return torch.cat(picks)
 
 # %% ../nbs/api/02_anchors.ipynb #c013
-def _centred(x:Tensor)->Tensor:
-    "`x` in its compute dtype less its mean: distances do not change, and their expansion stays accurate in float32"
-    xc = x.to(compute_dtype(x.dtype))
-    return xc - xc.mean(0)
+def _centred(x:Tensor)->tuple[Tensor, Tensor]:
+    "`x` in its compute dtype less its mean (distances do not change, their expansion stays accurate in float32), and the mean"
+    xc = x.to(compute_dtype(x.dtype)); mu = xc.mean(0)
+    return xc - mu, mu
 
 @ANCHOR_SELECTORS.register('fps')
 def _fps(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
     "`n_anchors` samples by farthest point sampling from a random start"
-    xc = _centred(x)
+    xc = _centred(x)[0]
     sq = (xc * xc).sum(-1)
     first = int(torch.randint(x.shape[0], (1,), generator=_generator(seed)))
     idx, dmin = [first], torch.full_like(sq, float('inf'))
@@ -124,7 +124,7 @@ def kmeans(x:Tensor, # (N, d) samples
     k = _check_int(n_clusters, 'n_clusters', 1, x.shape[0], ' (the number of samples)')
     max_iter = _check_int(max_iter, 'max_iter', 0)
     if not tol >= 0: raise ValueError(f"`tol` must be non-negative, got {tol!r}")
-    xc = x.to(compute_dtype(x.dtype)); mu = xc.mean(0); xc = xc - mu
+    xc, mu = _centred(x)
     sq, cs = (xc * xc).sum(-1), check_chunk_size(chunk_size, default_chunk_size(k, xc.element_size()))
     c = _kmeans_pp(xc, sq, k, _generator(seed))
     lab = _assign(xc, sq, c, cs)
@@ -141,7 +141,7 @@ def kmeans(x:Tensor, # (N, d) samples
 @ANCHOR_SELECTORS.register('kmeans')
 def _kmeans_anchors(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
     "For each of `n_anchors` k-means centroids, the nearest real sample (distinct samples)"
-    xc = _centred(x); sq = (xc * xc).sum(-1)
+    xc = _centred(x)[0]; sq = (xc * xc).sum(-1)
     cent = kmeans(xc, n_anchors, seed=seed)[0]
     cs = default_chunk_size(n_anchors, xc.element_size())
     best_d = torch.full((n_anchors,), float('inf'), dtype=xc.dtype, device=xc.device)
