@@ -44,16 +44,16 @@ def _data(n, d, seed, related=True):
     y += 0.5 * torch.randn(n, d, generator=g)
     return x, y
 
-def _faiss_knn(x, k, metric, exclude_self, queries=None):
-    "Exact k-NN with a faiss flat index (inner product on normalised rows for cosine, or squared L2)"
+def _faiss_knn(x, k, sim, exclude_self, queries=None):
+    "Exact k-NN with a faiss flat index: inner product on normalised rows for sim='cosine', squared L2 for 'euclidean'"
     import faiss, numpy as np, torch
     faiss.omp_set_num_threads(torch.get_num_threads())
     keys = np.ascontiguousarray(x.numpy())
     q = keys if queries is None else np.ascontiguousarray(queries.numpy())
-    if metric == 'cosine':
+    if sim == 'cosine':
         keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
         q = keys if queries is None else q / np.linalg.norm(q, axis=1, keepdims=True)
-    index = (faiss.IndexFlatIP if metric in ('cosine', 'ip') else faiss.IndexFlatL2)(keys.shape[1])
+    index = (faiss.IndexFlatIP if sim == 'cosine' else faiss.IndexFlatL2)(keys.shape[1])
     index.add(keys)
     D, I = index.search(q, k + int(exclude_self))
     if exclude_self:
@@ -87,7 +87,7 @@ def run_case(case, a):
         c = hit.sum(1).double()
         value = (c / (2 * a.k - c)).mean().item()
     elif case == 'l2_ours': value = knn(x[:a.l2_queries], x, a.k, 'euclidean')[1][:, :3].tolist()[:2]
-    elif case == 'l2_faiss': value = _faiss_knn(x, a.k, 'l2', False, queries=x[:a.l2_queries])[1][:, :3].tolist()[:2]
+    elif case == 'l2_faiss': value = _faiss_knn(x, a.k, 'euclidean', False, queries=x[:a.l2_queries])[1][:, :3].tolist()[:2]
     seconds = time.perf_counter() - t0
     peak = _status('VmHWM')
     return dict(case=case, seconds=seconds, value=value, peak_mib=peak, inputs_mib=base,

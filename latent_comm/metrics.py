@@ -53,10 +53,10 @@ def _searcher(queries:Tensor, keys:Tensor, sim, cd:torch.dtype)->tuple:
     if sim == 'cosine': k = F.normalize(k0, dim=1); q = k if same else F.normalize(q0, dim=1)
     if sim == 'euclidean':  # distances ignore translations; centring keeps the expansion accurate in float32
         mu = k0.mean(0); k = k0 - mu; q = k if same else q0 - mu
-    kn = k.pow(2).sum(1) if sim == 'euclidean' else None
+    nkn = -k.pow(2).sum(1) if sim == 'euclidean' else None
     def score(s, out=None):
-        b = torch.matmul(q[s], k.T, out=out)
-        return b if kn is None else b.mul_(2).sub_(kn)  # 2 q.k - |k|^2 = |q|^2 - |q - k|^2
+        if nkn is None: return torch.matmul(q[s], k.T, out=out)
+        return torch.addmm(nkn, q[s], k.T, alpha=2, out=out)  # 2 q.k - |k|^2 = |q|^2 - |q - k|^2, in one pass
     def values(v, i, s):
         if sim == 'dot': return v / math.sqrt(k.shape[1]), i
         if sim == 'cosine': return v, i
