@@ -5,7 +5,8 @@ Prints
   and interleaved (best of `--repeats` runs each), target >= 0.8;
 * peak memory of each case, each measured in a fresh subprocess: the resident set before the call (inputs loaded), the
   peak during it (VmHWM, reset just before the call through /proc/self/clear_refs), the output size, and the overhead
-  beyond inputs + output, target: a bounded chunk, no full intermediate copies.
+  beyond inputs + output, target: a bounded chunk, no full intermediate copies;
+* a last line `RESULT ...` with those two figures, for scripts to read.
 
 Usage: python benchmarks/bench_relative.py [--n 1000000] [--d 256] [--m 1024] [--repeats 2]
 """
@@ -69,7 +70,7 @@ def main():
     for name, t in best.items(): print(f"  {name:>20}: {t:7.3f} s  ({flop / t / 1e9:6.1f} GFLOP/s, {n / t / 1e6:5.2f} M rows/s)")
     print(f"  throughput ratio relative_projection / torch.mm: {best['mm'] / best['relative_projection']:.3f}  (target >= 0.8)")
 
-    inputs = (n * d + m * d) * 4
+    inputs, overhead = (n * d + m * d) * 4, {}
     print(f"peak memory, one fresh process per case (inputs {inputs / MiB:,.0f} MiB):")
     for case in ('mm', 'relative_projection'):
         r = json.loads(subprocess.run([sys.executable, __file__, '--memory-case', case, '--n', str(n), '--d', str(d),
@@ -78,5 +79,8 @@ def main():
         print(f"  {case:>20}: output {r['output'] / MiB:,.0f} MiB, RSS before call {r['rss_before'] / MiB:,.0f} MiB, "
               f"peak {r['peak'] / MiB:,.0f} MiB, growth during call {extra / MiB:,.0f} MiB, "
               f"overhead beyond output {(extra - r['output']) / MiB:,.0f} MiB")
+        overhead[case] = (extra - r['output']) / MiB
+    print(f"RESULT bench_relative throughput_ratio={best['mm'] / best['relative_projection']:.3f} "
+          f"overhead_mib={overhead['relative_projection']:.0f} mm_overhead_mib={overhead['mm']:.0f}")
 
 if __name__ == '__main__': main()

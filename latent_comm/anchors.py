@@ -8,7 +8,7 @@ import math, numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import Registry, check_tensor, compute_dtype, chunk_slices, default_chunk_size
+from .core import Registry, check_tensor, check_chunk_size, compute_dtype, chunk_slices, default_chunk_size
 from .similarity import as_similarity
 
 # %% auto #0
@@ -23,19 +23,19 @@ def _generator(seed:int)->torch.Generator:
 
 # %% ../nbs/api/02_anchors.ipynb #c007
 @ANCHOR_SELECTORS.register('first')
-def _first(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
-    "The first `n` samples (for data already in a meaningful order)"
-    return torch.arange(n)
+def _first(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
+    "The first `n_anchors` samples (for data already in a meaningful order)"
+    return torch.arange(n_anchors)
 
 @ANCHOR_SELECTORS.register('random')
-def _random(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
-    "`n` distinct samples drawn uniformly; a larger `n` with the same seed extends a smaller one"
-    return torch.randperm(x.shape[0], generator=_generator(seed))[:n]
+def _random(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
+    "`n_anchors` distinct samples drawn uniformly; more anchors with the same seed extend fewer"
+    return torch.randperm(x.shape[0], generator=_generator(seed))[:n_anchors]
 
 # %% ../nbs/api/02_anchors.ipynb #c009
-def _class_quotas(counts:Tensor, n:int, g:torch.Generator)->Tensor:
-    "How many anchors each class gives: as equal as the class sizes `counts` allow, summing to `n`"
-    quota, left = torch.zeros_like(counts), n
+def _class_quotas(counts:Tensor, n_anchors:int, g:torch.Generator)->Tensor:
+    "How many anchors each class gives: as equal as the class sizes `counts` allow, summing to `n_anchors`"
+    quota, left = torch.zeros_like(counts), n_anchors
     while left > 0:
         open_ = torch.nonzero(quota < counts).flatten()
         share = left // len(open_)
@@ -47,32 +47,37 @@ def _class_quotas(counts:Tensor, n:int, g:torch.Generator)->Tensor:
     return quota
 
 # %% ../nbs/api/02_anchors.ipynb #c011
-def _labels(y, n_samples:int)->Tensor:
-    "`y` as a 1-D CPU LongTensor of class ids, one per sample; a `ValueError` naming `y` otherwise"
-    if y is None: raise ValueError("`y` (one class label per sample) is required for method='stratified'")
-    y = torch.as_tensor(y).cpu()
-    if y.ndim != 1 or len(y) != n_samples:
-        raise ValueError(f"`y` must hold one label per sample of `x` ({n_samples}), got shape {tuple(y.shape)}")
-    return torch.unique(y, return_inverse=True)[1]
+def _labels(labels, n_samples:int)->Tensor:
+    "`labels` as a 1-D CPU LongTensor of class ids, one per sample; a `ValueError` naming `labels` otherwise"
+    if labels is None: raise ValueError("`labels` (one class label per sample) is required for method='stratified'")
+    labels = torch.as_tensor(labels).cpu()
+    if labels.ndim != 1 or len(labels) != n_samples:
+        raise ValueError(f"`labels` must hold one label per sample of `x` ({n_samples}), got shape {tuple(labels.shape)}")
+    return torch.unique(labels, return_inverse=True)[1]
 
 @ANCHOR_SELECTORS.register('stratified')
-def _stratified(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
-    "`n` samples balanced across the classes in `y`, drawn at random within each class"
-    cls, g = _labels(y, x.shape[0]), _generator(seed)
-    quota = _class_quotas(torch.bincount(cls), n, g)
+def _stratified(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
+    "`n_anchors` samples balanced across the classes in `labels`, drawn at random within each class"
+    cls, g = _labels(labels, x.shape[0]), _generator(seed)
+    quota = _class_quotas(torch.bincount(cls), n_anchors, g)
     picks = [idx[torch.randperm(len(idx), generator=g)[:q]]
              for c, q in enumerate(quota.tolist()) for idx in [torch.nonzero(cls == c).flatten()] if q > 0]
     return torch.cat(picks)
 
 # %% ../nbs/api/02_anchors.ipynb #c013
+def _centred(x:Tensor)->tuple[Tensor, Tensor]:
+    "`x` in its compute dtype less its mean (distances do not change, their expansion stays accurate in float32), and the mean"
+    xc = x.to(compute_dtype(x.dtype)); mu = xc.mean(0)
+    return xc - mu, mu
+
 @ANCHOR_SELECTORS.register('fps')
-def _fps(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
-    "`n` samples by farthest point sampling from a random start"
-    xc = x.to(compute_dtype(x.dtype))
+def _fps(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
+    "`n_anchors` samples by farthest point sampling from a random start"
+    xc = _centred(x)[0]
     sq = (xc * xc).sum(-1)
     first = int(torch.randint(x.shape[0], (1,), generator=_generator(seed)))
     idx, dmin = [first], torch.full_like(sq, float('inf'))
-    for _ in range(n - 1):
+    for _ in range(n_anchors - 1):
         a = xc[idx[-1]]
         dmin = torch.minimum(dmin, (sq - 2 * (xc @ a) + sq[idx[-1]]).clamp_min_(0))
         dmin[idx[-1]] = -1  # never pick an anchor twice
@@ -81,8 +86,12 @@ def _fps(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
 
 # %% ../nbs/api/02_anchors.ipynb #c016
 def _sq_dists(x:Tensor, sq:Tensor, c:Tensor)->Tensor:
-    "Squared distances between rows of `x` (with squared norms `sq`) and rows of `c`, clamped at 0"
+    "Squared distances between rows of centred `x` (with squared norms `sq`) and rows of `c`, clamped at 0"
     return (sq[:, None] - 2 * x @ c.mT + (c * c).sum(-1)).clamp_min_(0)
+
+def _assign(x:Tensor, sq:Tensor, c:Tensor, chunk_size:int)->Tensor:
+    "Index of the nearest centroid of each row of `x`, a block of rows at a time"
+    return torch.cat([_sq_dists(x[s], sq[s], c).argmin(-1) for s in chunk_slices(len(x), chunk_size)])
 
 def _kmeans_pp(x:Tensor, sq:Tensor, k:int, g:torch.Generator)->Tensor:
     "k-means++ initial centroids (rows of `x`), drawn with probability proportional to the squared distance"
@@ -96,36 +105,47 @@ def _kmeans_pp(x:Tensor, sq:Tensor, k:int, g:torch.Generator)->Tensor:
     return x[idx].clone()
 
 # %% ../nbs/api/02_anchors.ipynb #c017
+def _check_int(v, name:str, lo:int, hi:int|None=None, what:str=''):
+    "`v` as an int if it is an integer in [lo, hi], else a `ValueError` naming `name`"
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or (hi is not None and v > hi):
+        rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}{what}"
+        raise ValueError(f"`{name}` must be an integer {rng}, got {v!r}")
+    return int(v)
+
 def kmeans(x:Tensor, # (N, d) samples
-           k:int, # number of clusters
+           n_clusters:int, # number of clusters, at most N
            seed:int=0, # seed of the k-means++ start
-           n_iter:int=50, # most Lloyd iterations
+           max_iter:int=50, # most Lloyd iterations (centroid updates)
            tol:float=1e-6, # stop when the centroids move less than this (relative, squared)
            chunk_size:int|None=None, # rows per assignment block; None: a 128 MiB block
           )->tuple[Tensor, Tensor]:
-    "Lloyd's k-means: centroids (k, d) and the cluster of each sample (N,)"
-    xc = x.to(compute_dtype(x.dtype)); sq = (xc * xc).sum(-1)
-    cs = chunk_size or default_chunk_size(k, xc.element_size())
+    "Lloyd's k-means: centroids (n_clusters, d) and the nearest centroid of each sample (N,)"
+    check_tensor(x, 'x', ndim=2, min_rows=1)
+    k = _check_int(n_clusters, 'n_clusters', 1, x.shape[0], ' (the number of samples)')
+    max_iter = _check_int(max_iter, 'max_iter', 0)
+    if not tol >= 0: raise ValueError(f"`tol` must be non-negative, got {tol!r}")
+    xc, mu = _centred(x)
+    sq, cs = (xc * xc).sum(-1), check_chunk_size(chunk_size, default_chunk_size(k, xc.element_size()))
     c = _kmeans_pp(xc, sq, k, _generator(seed))
-    for _ in range(n_iter):
-        lab = torch.cat([_sq_dists(xc[s], sq[s], c).argmin(-1) for s in chunk_slices(len(xc), cs)])
+    lab = _assign(xc, sq, c, cs)
+    for _ in range(max_iter):
         sums = torch.zeros_like(c).index_add_(0, lab, xc)
         cnt = torch.bincount(lab, minlength=k).to(xc.dtype)[:, None]
         new = torch.where(cnt > 0, sums / cnt.clamp_min(1), c)  # an empty cluster keeps its centroid
         shift = ((new - c) ** 2).sum() / (c * c).sum().clamp_min(torch.finfo(c.dtype).tiny)
-        c = new
+        c, lab = new, _assign(xc, sq, new, cs)  # the labels always belong to the centroids returned
         if shift < tol: break
-    return c, lab
+    return c + mu, lab
 
 # %% ../nbs/api/02_anchors.ipynb #c019
 @ANCHOR_SELECTORS.register('kmeans')
-def _kmeans_anchors(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
-    "For each of `n` k-means centroids, the nearest real sample (distinct samples)"
-    xc = x.to(compute_dtype(x.dtype)); sq = (xc * xc).sum(-1)
-    cent = kmeans(xc, n, seed=seed)[0]
-    cs = default_chunk_size(n, xc.element_size())
-    best_d = torch.full((n,), float('inf'), dtype=xc.dtype, device=xc.device)
-    best_i = torch.zeros(n, dtype=torch.long, device=xc.device)
+def _kmeans_anchors(x:Tensor, n_anchors:int, labels=None, seed:int=0)->Tensor:
+    "For each of `n_anchors` k-means centroids, the nearest real sample (distinct samples)"
+    xc = _centred(x)[0]; sq = (xc * xc).sum(-1)
+    cent = kmeans(xc, n_anchors, seed=seed)[0]
+    cs = default_chunk_size(n_anchors, xc.element_size())
+    best_d = torch.full((n_anchors,), float('inf'), dtype=xc.dtype, device=xc.device)
+    best_i = torch.zeros(n_anchors, dtype=torch.long, device=xc.device)
     for s in chunk_slices(len(xc), cs):  # nearest sample per centroid, a block of samples at a time
         d, i = _sq_dists(xc[s], sq[s], cent).min(0)
         better = d < best_d
@@ -138,21 +158,37 @@ def _kmeans_anchors(x:Tensor, n:int, y=None, seed:int=0)->Tensor:
         used.add(i)
     return torch.tensor(idx)
 
+# %% ../nbs/api/02_anchors.ipynb #c022a
+def _check_selection(idx, method, n_anchors:int, n_samples:int)->Tensor:
+    "The indices a selector returned, as a 1-D LongTensor; a `ValueError` naming the selector if they are not valid"
+    name = method if isinstance(method, str) else getattr(method, '__name__', type(method).__name__)
+    def bad(what): return ValueError(f"anchor selector {name!r} returned {what}; a selector must return {n_anchors} "
+                                     f"distinct integer indices into the {n_samples} rows of `x`")
+    try: t = torch.as_tensor(idx)
+    except (TypeError, ValueError, RuntimeError): raise bad(f"a {type(idx).__name__}, not indices") from None
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex(): raise bad(f"dtype {t.dtype}")
+    if t.ndim != 1: raise bad(f"shape {tuple(t.shape)}")
+    if len(t) != n_anchors: raise bad(f"{len(t)} indices")
+    if len(t) and (int(t.min()) < 0 or int(t.max()) >= n_samples): raise bad(f"indices in {int(t.min())}..{int(t.max())}")
+    if len(torch.unique(t)) != len(t): raise bad("repeated indices")
+    return t.long()
+
 # %% ../nbs/api/02_anchors.ipynb #c022
 def select_anchors(x:Tensor, # (N, d) samples of one space
-                   n:int, # number of anchors, at most N
+                   n_anchors:int, # number of anchors, at most N
                    method='random', # a name in `ANCHOR_SELECTORS` ('random', 'stratified', 'fps', 'kmeans', 'first') or a callable
-                   y=None, # (N,) class labels, required by 'stratified'
+                   labels=None, # (N,) class labels, required by 'stratified'
                    seed:int=0, # seed for the random choices
                   )->Tensor:
-    "Indices (n,) of the anchors: take `x[idx]` here and `z[idx]` in any parallel space"
+    "Indices (n_anchors,) of the anchors: take `x[idx]` here and `z[idx]` in any parallel space"
     check_tensor(x, 'x', ndim=2)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"`n` must be a positive integer, got {n!r}")
-    if n > x.shape[0]:
-        raise ValueError(f"`n`={n} anchors requested but `x` has only {x.shape[0]} samples")
+    if isinstance(n_anchors, bool) or not isinstance(n_anchors, numbers.Integral) or n_anchors < 1:
+        raise ValueError(f"`n_anchors` must be a positive integer, got {n_anchors!r}")
+    if n_anchors > x.shape[0]:
+        raise ValueError(f"`n_anchors`={n_anchors} anchors requested but `x` has only {x.shape[0]} samples")
     f = ANCHOR_SELECTORS.resolve(method, arg='method')
-    return torch.as_tensor(f(x, int(n), y=y, seed=seed), dtype=torch.long).to(x.device)
+    idx = f(x, int(n_anchors), labels=labels, seed=seed)
+    return _check_selection(idx, method, int(n_anchors), x.shape[0]).to(x.device)
 
 # %% ../nbs/api/02_anchors.ipynb #c028
 def _relative_rows(x:Tensor, anchors:Tensor, sim, center:bool)->Tensor:
@@ -166,7 +202,7 @@ def _relative_rows(x:Tensor, anchors:Tensor, sim, center:bool)->Tensor:
 def _mutual_nn(rx:Tensor, ry:Tensor, chunk_size:int|None=None)->tuple[Tensor, Tensor, Tensor]:
     "Mutual nearest neighbours between the rows of `rx` and `ry` under the dot product: (i, j, margin)"
     n1, n2 = len(rx), len(ry)
-    cs = chunk_size or default_chunk_size(n2, rx.element_size())
+    cs = check_chunk_size(chunk_size, default_chunk_size(n2, rx.element_size()))
     rv, ri = [], []
     cv = torch.full((2, n2), -float('inf'), dtype=rx.dtype, device=rx.device)
     ci = torch.zeros((2, n2), dtype=torch.long, device=rx.device)
@@ -184,8 +220,8 @@ def _mutual_nn(rx:Tensor, ry:Tensor, chunk_size:int|None=None)->tuple[Tensor, Te
     return i[mutual], j[mutual], margin[mutual]
 
 # %% ../nbs/api/02_anchors.ipynb #c031
-def _assignment(rx:Tensor, ry:Tensor, chunk_size=None)->tuple[Tensor, Tensor, Tensor]:
-    "Optimal one-to-one matching of the rows of `rx` and `ry` (dense, for a few thousand rows): (i, j, margin)"
+def _assignment(rx:Tensor, ry:Tensor, chunk_size:int|None=None)->tuple[Tensor, Tensor, Tensor]:
+    "Optimal one-to-one matching of the rows of `rx` and `ry` (dense, for a few thousand rows; no chunks): (i, j, margin)"
     from scipy.optimize import linear_sum_assignment
     S = (rx @ ry.mT).float()
     i, j = map(torch.as_tensor, linear_sum_assignment(S.cpu().numpy(), maximize=True))
@@ -221,6 +257,19 @@ def _check_pairs(pairs, n1:int, n2:int, name:str='seed_pairs')->Tensor:
             raise ValueError(f"`{name}` column {col} repeats an index of `{side}`; pairs must be one-to-one")
     return pairs
 
+# %% ../nbs/api/02_anchors.ipynb #c033b
+def _check_bootstrap(x:Tensor, y:Tensor, seed_pairs, n_anchors, method, growth, chunk_size)->Tensor:
+    "Validate the arguments of `bootstrap_anchors`; the seed pairs as a LongTensor on `x`'s device"
+    check_tensor(x, 'x', ndim=2, min_rows=2); check_tensor(y, 'y', ndim=2, min_rows=2)
+    if x.device != y.device: raise ValueError(f"`x` is on {x.device} but `y` is on {y.device}; move them to one device")
+    seeds = _check_pairs(seed_pairs, len(x), len(y)).to(x.device)
+    _check_int(n_anchors, 'n_anchors', len(seeds), min(len(x), len(y)),
+               " (the number of seed pairs and the smaller number of samples)")
+    if method not in _MATCHERS: raise ValueError(f"`method` must be one of {sorted(_MATCHERS)}, got {method!r}")
+    if not growth > 1: raise ValueError(f"`growth` must be greater than 1, got {growth}")
+    check_chunk_size(chunk_size)
+    return seeds
+
 # %% ../nbs/api/02_anchors.ipynb #c034
 def bootstrap_anchors(x:Tensor, # (N1, d1) samples of the first space
                       y:Tensor, # (N2, d2) samples of the second space (any order, any dimension)
@@ -235,18 +284,10 @@ def bootstrap_anchors(x:Tensor, # (N1, d1) samples of the first space
                       max_iter:int=20, # most rounds in all
                       truth:Tensor|None=None, # (N1,) true index in y of each x sample, to report precision
                       return_history:bool=False, # also return one dict per round (pairs held, precision)
-                      chunk_size:int|None=None, # rows per block in the nearest-neighbour search
+                      chunk_size:int|None=None, # rows per block in the nearest-neighbour search ('mnn')
                      ):
     "Grow `seed_pairs` into up to `n_anchors` parallel pairs between `x` and `y`: a (k, 2) LongTensor"
-    check_tensor(x, 'x', ndim=2, min_rows=2); check_tensor(y, 'y', ndim=2, min_rows=2)
-    if x.device != y.device: raise ValueError(f"`x` is on {x.device} but `y` is on {y.device}; move them to one device")
-    seeds = _check_pairs(seed_pairs, len(x), len(y)).to(x.device)
-    if isinstance(n_anchors, bool) or not isinstance(n_anchors, numbers.Integral) or not len(seeds) <= n_anchors <= min(len(x), len(y)):
-        raise ValueError(f"`n_anchors` must be an integer between the number of seed pairs ({len(seeds)}) and the "
-                         f"smaller number of samples ({min(len(x), len(y))}), got {n_anchors!r}")
-    n_anchors = int(n_anchors)
-    if method not in _MATCHERS: raise ValueError(f"`method` must be one of {sorted(_MATCHERS)}, got {method!r}")
-    if growth <= 1: raise ValueError(f"`growth` must be greater than 1, got {growth}")
+    seeds, n_anchors = _check_bootstrap(x, y, seed_pairs, n_anchors, method, growth, chunk_size), int(n_anchors)
     match, ct = _MATCHERS[method], compute_dtype(x.dtype)
     xc, yc, pairs, history, full = x.to(ct), y.to(ct), seeds, [], 0
     for r in range(max_iter):

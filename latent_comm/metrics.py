@@ -6,11 +6,12 @@
 from __future__ import annotations
 import math
 from functools import partial
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import Registry, check_tensor, check_compatible, compute_dtype, default_chunk_size, chunk_slices
+from .core import (Registry, check_tensor, check_compatible, check_chunk_size, compute_dtype,
+                              default_chunk_size, chunk_slices)
+from .similarity import as_similarity
 
 # %% auto #0
 __all__ = ['METRICS', 'knn', 'jaccard_knn', 'mutual_knn', 'cross_jaccard_knn', 'cknna', 'mrr', 'top_k_accuracy', 'mean_cosine',
@@ -35,20 +36,45 @@ def _check_k(k, n:int, name:str='k'):
         raise ValueError(f"`{name}` must be an integer with 1 <= {name} < n = {n} (the number of samples), got {k!r}")
 
 # %% ../nbs/api/04_metrics.ipynb #c010
-_KNN_METRICS = ('cosine', 'ip', 'l2')
+_FAST_SIMS = ('cosine', 'dot', 'euclidean')
 
+def _exact_distances(q:Tensor, k:Tensor, i:Tensor)->Tensor:
+    "Euclidean distance from each row of `q` to the keys `k[i]` it kept, from the differences (no cancellation)"
+    return torch.stack([torch.linalg.vector_norm(q - k[i[:, j]], dim=1) for j in range(i.shape[1])], 1)
+
+def _searcher(queries:Tensor, keys:Tensor, sim, cd:torch.dtype)->tuple:
+    "`score(s, out)`: query rows `s` against every key, larger = nearer under `sim`; `values(v, i, s)`: the kept ones as values of `sim`"
+    same, k0 = queries is keys, keys.to(cd)
+    q0 = k0 if same else queries.to(cd)
+    if sim not in _FAST_SIMS:
+        f = as_similarity(sim); prep = f.prepare(k0)
+        return (lambda s, out=None: f.apply(q0[s], prep)), (lambda v, i, s: (v, i))
+    q, k = q0, k0
+    if sim == 'cosine': k = F.normalize(k0, dim=1); q = k if same else F.normalize(q0, dim=1)
+    if sim == 'euclidean':  # distances ignore translations; centring keeps the expansion accurate in float32
+        mu = k0.mean(0); k = k0 - mu; q = k if same else q0 - mu
+    nkn = -k.pow(2).sum(1) if sim == 'euclidean' else None
+    def score(s, out=None):
+        if nkn is None: return torch.matmul(q[s], k.T, out=out)
+        return torch.addmm(nkn, q[s], k.T, alpha=2, out=out)  # 2 q.k - |k|^2 = |q|^2 - |q - k|^2, in one pass
+    def values(v, i, s):
+        if sim == 'dot': return v / math.sqrt(k.shape[1]), i
+        if sim == 'cosine': return v, i
+        v, o = (0 - _exact_distances(q0[s], k0, i)).sort(dim=1, descending=True, stable=True)  # 0 - d: no -0.0
+        return v, i.gather(1, o)
+    return score, values
+
+# %% ../nbs/api/04_metrics.ipynb #c010b
 def knn(queries:Tensor, # (m, d) query points
         keys:Tensor, # (n, d) points searched
         k:int, # neighbours per query
-        metric:str='cosine', # 'cosine' or 'ip' (largest similarity first) or 'l2' (smallest squared distance first)
+        sim='cosine', # a name in `SIMILARITIES` (fast paths: 'cosine', 'dot', 'euclidean') or a callable
         chunk_size:int|None=None, # query rows per block; None keeps each (rows, n) block near 256 MB
         exclude_self:bool=False, # `queries` are `keys`: never return row i as a neighbour of query i
-       )->tuple[Tensor, Tensor]: # (values, indices), each (m, k), best first
-    "Exact k nearest neighbours of each query by brute force, one block of queries at a time"
+       )->tuple[Tensor, Tensor]: # (values of `sim`, indices), each (m, k), nearest first
+    "Exact k nearest neighbours of each query under the similarity `sim`, by brute force, one block of queries at a time"
     check_tensor(queries, 'queries', ndim=2); check_tensor(keys, 'keys', ndim=2)
     check_compatible(queries, keys, names=('queries', 'keys'), dtype=False)
-    if metric not in _KNN_METRICS:
-        raise ValueError(f"`metric` must be one of {', '.join(map(repr, _KNN_METRICS))}, got {metric!r}")
     m, n = queries.shape[0], keys.shape[0]
     if exclude_self and m != n:
         raise ValueError(f"`exclude_self=True` needs `queries` and `keys` to be the same points, got {m} queries and {n} keys")
@@ -56,26 +82,21 @@ def knn(queries:Tensor, # (m, d) query points
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= most:
         raise ValueError(f"`k` must be an integer with 1 <= k <= {most} (the number of candidate keys), got {k!r}")
     cd = compute_dtype(torch.promote_types(queries.dtype, keys.dtype))
-    kk = F.normalize(keys.to(cd), dim=1) if metric == 'cosine' else keys.to(cd)
-    q = kk if queries is keys else F.normalize(queries.to(cd), dim=1) if metric == 'cosine' else queries.to(cd)
-    if metric == 'l2': kn = kk.pow(2).sum(1)
-    cs = default_chunk_size(n, kk.element_size(), budget=2**28) if chunk_size is None else chunk_size
-    slices = list(chunk_slices(m, cs))
-    vals, idx = q.new_empty(m, k), torch.empty(m, k, dtype=torch.long, device=q.device)
-    buf = q.new_empty(min(cs, m), n)
-    for s in slices:
-        b = torch.matmul(q[s], kk.T, out=buf[:s.stop - s.start])
-        if metric == 'l2': b.mul_(2).sub_(kn)
+    cs = check_chunk_size(chunk_size, default_chunk_size(n, torch.finfo(cd).bits // 8, budget=2**28))
+    score, values = _searcher(queries, keys, sim, cd)
+    vals, idx = torch.empty(m, k, dtype=cd, device=keys.device), torch.empty(m, k, dtype=torch.long, device=keys.device)
+    buf = torch.empty(min(cs, m), n, dtype=cd, device=keys.device) if sim in _FAST_SIMS else None
+    for s in chunk_slices(m, cs):
+        b = score(s, None if buf is None else buf[:s.stop - s.start])
         if exclude_self: b.diagonal(offset=s.start).fill_(-math.inf)
-        vals[s], idx[s] = b.topk(k, dim=1)
-    if metric == 'l2': vals = (q.pow(2).sum(1, keepdim=True) - vals).clamp_min_(0)
+        vals[s], idx[s] = values(*b.topk(k, dim=1), s)
     return vals, idx
 
 # %% ../nbs/api/04_metrics.ipynb #c015
 def _match(a:Tensor, b:Tensor, b_vals:Tensor|None=None, chunk_size:int|None=None)->tuple[Tensor, Tensor|None]:
     "Which entries of each row of index table `a (n, k)` also occur in the same row of `b`, and `b_vals` at those places"
     n, k = a.shape
-    cs = max(1, 2**24 // max(1, k * b.shape[1])) if chunk_size is None else chunk_size
+    cs = check_chunk_size(chunk_size, max(1, 2**24 // max(1, k * b.shape[1])))
     hit = torch.empty(n, k, dtype=torch.bool, device=a.device)
     vals = None if b_vals is None else b_vals.new_zeros(n, k)
     for s in chunk_slices(n, cs):
@@ -84,9 +105,9 @@ def _match(a:Tensor, b:Tensor, b_vals:Tensor|None=None, chunk_size:int|None=None
         if b_vals is not None: vals[s] = (eq * b_vals[s, None, :]).sum(2)
     return hit, vals
 
-def _neighbours(x:Tensor, k:int, metric:str, chunk_size:int|None)->tuple[Tensor, Tensor]:
+def _neighbours(x:Tensor, k:int, sim, chunk_size:int|None)->tuple[Tensor, Tensor]:
     "Each sample's k nearest other samples in its own space"
-    return knn(x, x, k, metric, chunk_size, exclude_self=True)
+    return knn(x, x, k, sim, chunk_size, exclude_self=True)
 
 # %% ../nbs/api/04_metrics.ipynb #c016
 METRICS = Registry('metric')
@@ -105,12 +126,12 @@ def _metric(name:str|None=None, # registry key; defaults to the function's name
 def jaccard_knn(x:Tensor, # (n, d_x) samples in the first space
                 y:Tensor, # (n, d_y) the same samples in the second space
                 k:int=10, # neighbours per sample
-                metric:str='cosine', # neighbour search: 'cosine', 'ip' or 'l2'
+                sim='cosine', # similarity of the neighbour search, as in `knn`
                 chunk_size:int|None=None, # query rows per block of the neighbour search
                )->float:
     "Within-space neighbourhood Jaccard: mean Jaccard index of each sample's k-NN in `x` and its k-NN in `y` (rotation invariant)"
     x, y = _check_pair(x, y); _check_k(k, x.shape[0])
-    hit, _ = _match(_neighbours(x, k, metric, chunk_size)[1], _neighbours(y, k, metric, chunk_size)[1])
+    hit, _ = _match(_neighbours(x, k, sim, chunk_size)[1], _neighbours(y, k, sim, chunk_size)[1])
     c = hit.sum(1).to(_acc(x.device))
     return (c / (2 * k - c)).mean().item()
 
@@ -118,12 +139,12 @@ def jaccard_knn(x:Tensor, # (n, d_x) samples in the first space
 def mutual_knn(x:Tensor, # (n, d_x) samples in the first space
                y:Tensor, # (n, d_y) the same samples in the second space
                k:int=10, # neighbours per sample
-               metric:str='cosine', # neighbour search: 'cosine', 'ip' or 'l2'
+               sim='cosine', # similarity of the neighbour search, as in `knn`
                chunk_size:int|None=None, # query rows per block of the neighbour search
               )->float:
     "Mutual k-NN alignment (Huh et al. 2024): mean fraction of each sample's k-NN in `x` that are also its k-NN in `y`"
     x, y = _check_pair(x, y); _check_k(k, x.shape[0])
-    hit, _ = _match(_neighbours(x, k, metric, chunk_size)[1], _neighbours(y, k, metric, chunk_size)[1])
+    hit, _ = _match(_neighbours(x, k, sim, chunk_size)[1], _neighbours(y, k, sim, chunk_size)[1])
     return (hit.sum(1).to(_acc(x.device)) / k).mean().item()
 
 # %% ../nbs/api/04_metrics.ipynb #c021
@@ -131,12 +152,12 @@ def mutual_knn(x:Tensor, # (n, d_x) samples in the first space
 def cross_jaccard_knn(x:Tensor, # (n, d) samples in the first space
                       y:Tensor, # (n, d) the same samples in the second space, same coordinates
                       k:int=5, # neighbours per sample (the paper uses 5)
-                      metric:str='cosine', # neighbour search: 'cosine', 'ip' or 'l2'
+                      sim='cosine', # similarity of the neighbour search, as in `knn`
                       chunk_size:int|None=None, # query rows per block of the neighbour search
                      )->float:
     "Cross-space Jaccard of Moschella et al. 2023: k-NN of x_i among the y's against k-NN of y_i among the y's"
     x, y = _check_pair(x, y, same_dim=True); _check_k(k, x.shape[0])
-    hit, _ = _match(knn(x, y, k, metric, chunk_size)[1], knn(y, y, k, metric, chunk_size)[1])
+    hit, _ = _match(knn(x, y, k, sim, chunk_size)[1], knn(y, y, k, sim, chunk_size)[1])
     c = hit.sum(1).to(_acc(x.device))
     return (c / (2 * k - c)).mean().item()
 
@@ -155,37 +176,42 @@ def _sparse_hsic_u(rows:Tensor, cols:Tensor, a:Tensor, b:Tensor, n:int)->Tensor:
     row_b = b.new_zeros(n).index_add_(0, rows, b)
     return (tr_ab + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2 * (col_a @ row_b) / (n - 2)) / (n * (n - 3))
 
+def _ratio(hxy:Tensor, hxx:Tensor, hyy:Tensor)->float:
+    "hxy / sqrt(hxx hyy), or 0 when a self-term is not positive (a space with no usable variation)"
+    return (hxy / (hxx * hyy).sqrt()).item() if hxx > 0 and hyy > 0 else 0.
+
 # %% ../nbs/api/04_metrics.ipynb #c025
+_KERNEL_SIMS = ('cosine', 'dot')
+
 @_metric(symmetric=True)
 def cknna(x:Tensor, # (n, d_x) samples in the first space, n >= 4
           y:Tensor, # (n, d_y) the same samples in the second space
           k:int=10, # neighbours per sample
-          metric:str='cosine', # kernel and neighbour search: 'cosine' or 'ip'
+          sim='cosine', # kernel and neighbour search: 'cosine' or 'dot'
           chunk_size:int|None=None, # query rows per block of the neighbour search
          )->float:
-    "Centered Kernel Nearest-Neighbour Alignment (Huh et al. 2024) from O(n k) neighbour pairs; 0 when undefined"
+    "Centered Kernel Nearest-Neighbour Alignment (Huh et al. 2024) from O(n k) neighbour pairs; 0 when a self-term is not positive"
     x, y = _check_pair(x, y, min_rows=4); n = x.shape[0]; _check_k(k, n)
-    if metric not in ('cosine', 'ip'): raise ValueError(f"`metric` must be 'cosine' or 'ip' (a kernel), got {metric!r}")
-    vx, ix = _neighbours(x, k, metric, chunk_size)
-    vy, iy = _neighbours(y, k, metric, chunk_size)
+    if sim not in _KERNEL_SIMS: raise ValueError(f"`sim` must be 'cosine' or 'dot' (a kernel) for cknna, got {sim!r}")
+    vx, ix = _neighbours(x, k, sim, chunk_size)
+    vy, iy = _neighbours(y, k, sim, chunk_size)
     rows = torch.arange(n, device=x.device).repeat_interleave(k)
     hxx = _sparse_hsic_u(rows, ix.flatten(), vx.flatten(), vx.flatten(), n)
     hyy = _sparse_hsic_u(rows, iy.flatten(), vy.flatten(), vy.flatten(), n)
     hit, ly = _match(ix, iy, vy)
     sel = hit.flatten()
     hxy = _sparse_hsic_u(rows[sel], ix.flatten()[sel], vx.flatten()[sel], ly.flatten()[sel], n)
-    den = hxx * hyy
-    return (hxy / den.sqrt()).item() if den > 0 else 0.
+    return _ratio(hxy, hxx, hyy)
 
 # %% ../nbs/api/04_metrics.ipynb #c029
-def _ranks(x:Tensor, y:Tensor, chunk_size:int|None=None)->Tensor:
-    "Rank of y_i among all rows of y by cosine to x_i (1 is best; ties with other rows count half)"
-    xn, yn = F.normalize(x, dim=1), F.normalize(y, dim=1)
+def _ranks(x:Tensor, y:Tensor, sim='cosine', chunk_size:int|None=None)->Tensor:
+    "Rank of y_i among all rows of y by similarity `sim` to x_i (1 is best; ties with other rows count half)"
     n = x.shape[0]
-    cs = default_chunk_size(n, xn.element_size(), budget=2**28) if chunk_size is None else chunk_size
+    cs = check_chunk_size(chunk_size, default_chunk_size(n, x.element_size(), budget=2**28))
+    score, _ = _searcher(x, y, sim, x.dtype)
     ranks = torch.empty(n, dtype=_acc(x.device), device=x.device)
     for s in chunk_slices(n, cs):
-        b = xn[s] @ yn.T
+        b = score(s)
         t = b.diagonal(offset=s.start)[:, None]
         ranks[s] = 1 + (b > t).sum(1) + 0.5 * ((b == t).sum(1) - 1)
     return ranks
@@ -195,12 +221,13 @@ def _ranks(x:Tensor, y:Tensor, chunk_size:int|None=None)->Tensor:
 def mrr(x:Tensor, # (n, d) queries
         y:Tensor, # (n, d) candidates; y_i is the answer to x_i
         k:int|None=None, # truncate: reciprocal ranks beyond k count 0 (the relative representations protocol)
+        sim='cosine', # similarity the candidates are ranked by, as in `knn`
         chunk_size:int|None=None, # query rows per block
        )->float:
-    "Mean reciprocal rank of y_i when x_i queries all rows of y by cosine"
+    "Mean reciprocal rank of y_i when x_i queries all rows of y by the similarity `sim`"
     x, y = _check_pair(x, y, same_dim=True)
     if k is not None: _check_k(k, x.shape[0])
-    r = _ranks(x, y, chunk_size)
+    r = _ranks(x, y, sim, chunk_size)
     rr = r.reciprocal() if k is None else torch.where(r <= k, r.reciprocal(), 0)
     return rr.mean().item()
 
@@ -208,11 +235,12 @@ def mrr(x:Tensor, # (n, d) queries
 def top_k_accuracy(x:Tensor, # (n, d) queries
                    y:Tensor, # (n, d) candidates; y_i is the answer to x_i
                    k:int=1, # success when y_i ranks among the first k
+                   sim='cosine', # similarity the candidates are ranked by, as in `knn`
                    chunk_size:int|None=None, # query rows per block
                   )->float:
-    "Fraction of queries x_i whose partner y_i is among the k rows of y most cosine-similar to x_i"
+    "Fraction of queries x_i whose partner y_i is among the k rows of y most similar to x_i under `sim`"
     x, y = _check_pair(x, y, same_dim=True); _check_k(k, x.shape[0])
-    return (_ranks(x, y, chunk_size) <= k).to(_acc(x.device)).mean().item()
+    return (_ranks(x, y, sim, chunk_size) <= k).to(_acc(x.device)).mean().item()
 
 @_metric(same_dim=True, symmetric=True)
 def mean_cosine(x:Tensor, # (n, d) samples
@@ -222,7 +250,7 @@ def mean_cosine(x:Tensor, # (n, d) samples
     "Mean cosine similarity between paired rows x_i and y_i (a zero row has cosine 0)"
     x, y = _check_pair(x, y, same_dim=True)
     acc = _acc(x.device)
-    cs = default_chunk_size(x.shape[1], x.element_size()) if chunk_size is None else chunk_size
+    cs = check_chunk_size(chunk_size, default_chunk_size(x.shape[1], x.element_size()))
     tot = sum(F.cosine_similarity(x[s], y[s], dim=1).sum(dtype=acc) for s in chunk_slices(x.shape[0], cs))
     return (tot / x.shape[0]).item()
 
@@ -237,7 +265,7 @@ def _col_mean(x:Tensor, cs:int)->Tensor:
 def _centred_grams(x:Tensor, y:Tensor, chunk_size:int|None=None, autos:bool=True, row_norms:bool=False):
     "(X_c^T X_c, X_c^T Y_c, Y_c^T Y_c) summed over row chunks (traces only unless `autos`), and squared row norms if asked"
     n, acc, dev = x.shape[0], _acc(x.device), x.device
-    cs = default_chunk_size(x.shape[1] + y.shape[1], 8) if chunk_size is None else chunk_size
+    cs = check_chunk_size(chunk_size, default_chunk_size(x.shape[1] + y.shape[1], 8))
     mx, my = _col_mean(x, cs).to(x.dtype), _col_mean(y, cs).to(y.dtype)
     gxx = torch.zeros((x.shape[1],) * 2 if autos else (), dtype=acc, device=dev)
     gyy = torch.zeros((y.shape[1],) * 2 if autos else (), dtype=acc, device=dev)
@@ -264,10 +292,6 @@ def _hsic(kl:Tensor, # sum of K * L over all n^2 entries
     kt, lt = (-kd, -ld) if k1 is None else (k1 - kd, l1 - ld)
     return (kl - kd @ ld + kt.sum() * lt.sum() / ((n - 1) * (n - 2)) - 2 * (kt @ lt) / (n - 2)) / (n * (n - 3))
 
-def _ratio(hxy:Tensor, hxx:Tensor, hyy:Tensor)->float:
-    "hxy / sqrt(hxx hyy), or 0 when a self-term is not positive (a space with no usable variation)"
-    return (hxy / (hxx * hyy).sqrt()).item() if hxx > 0 and hyy > 0 else 0.
-
 # %% ../nbs/api/04_metrics.ipynb #c038
 def _sq_dists(x:Tensor, s:slice, sq:Tensor)->Tensor:
     "Squared distances from rows `s` of `x` to all rows, with exact zeros on the self pairs"
@@ -288,12 +312,12 @@ def _median_distance(x:Tensor, max_rows:int=4096)->float:
 def _rbf_stats(x:Tensor, y:Tensor, bandwidth:float, chunk_size:int|None):
     "Kernel summaries (sums of K*L, K*K, L*L; row sums of K and L) of the RBF kernels, one block of rows at a time; None if a space is constant"
     n, acc = x.shape[0], _acc(x.device)
+    cs = check_chunk_size(chunk_size, default_chunk_size(n, x.element_size(), budget=2**26))
     x, y = x - x.mean(0), y - y.mean(0)
     sig = [bandwidth * _median_distance(a) for a in (x, y)]
     if min(sig) == 0: return None
     gam = [1 / (2 * s**2) for s in sig]
     sqx, sqy = x.pow(2).sum(1), y.pow(2).sum(1)
-    cs = default_chunk_size(n, x.element_size(), budget=2**26) if chunk_size is None else chunk_size
     kl, kk, ll = (torch.zeros((), dtype=acc, device=x.device) for _ in range(3))
     k1, l1 = torch.empty(n, dtype=acc, device=x.device), torch.empty(n, dtype=acc, device=x.device)
     for s in chunk_slices(n, cs):
@@ -425,12 +449,13 @@ def _label(m)->str:
 def similarity_table(spaces:dict, # name -> (n, d) tensor; every space holds the same n samples in the same order
                      metrics=('cka', 'jaccard_knn'), # names in `METRICS` or callables; a dict maps labels to them
                      diagonal:bool=True, # also compare each space with itself
-                    )->pd.DataFrame: # columns x, y, metric, value
+                    )->'pandas.DataFrame': # columns x, y, metric, value
     "Tidy table of each metric between every ordered pair of spaces"
     if not isinstance(spaces, dict) or not spaces:
         raise ValueError(f"`spaces` must be a non-empty dict of name -> tensor, got {type(spaces).__name__}")
     if isinstance(metrics, (str,)) or callable(metrics): metrics = [metrics]
     items = metrics.items() if isinstance(metrics, dict) else ((_label(m), m) for m in metrics)
+    import pandas as pd
     rows = []
     for label, m in items:
         f, done = METRICS.resolve(m, arg='metrics'), {}
@@ -444,7 +469,7 @@ def similarity_table(spaces:dict, # name -> (n, d) tensor; every space holds the
     return pd.DataFrame(rows, columns=['x', 'y', 'metric', 'value'])
 
 # %% ../nbs/api/04_metrics.ipynb #c063
-def plot_similarity(table:pd.DataFrame, # output of `similarity_table`
+def plot_similarity(table:'pandas.DataFrame', # output of `similarity_table`
                     metric:str|None=None, # which metric to draw; may be omitted when the table holds one
                     ax=None, # matplotlib axes; a new figure when None
                     **kwargs, # passed to `seaborn.heatmap`

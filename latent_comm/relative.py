@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from sklearn.base import BaseEstimator, TransformerMixin, ClassNamePrefixFeaturesOutMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
-from .core import check_tensor, check_compatible, compute_dtype, default_chunk_size, chunk_slices
-from .similarity import SIMILARITIES, Similarity, as_similarity
+from .core import check_tensor, check_compatible, check_chunk_size, compute_dtype, default_chunk_size, chunk_slices
+from .similarity import as_similarity
 from .anchors import select_anchors
 
 # %% auto #0
@@ -68,6 +68,7 @@ def relative_projection(x:Tensor, # (..., n, d) samples
     s, (m, d) = as_similarity(sim), anchors.shape
     _check_options(m, normalize, topk, power, temperature)
     topk, ct = None if topk is None else int(topk), compute_dtype(x.dtype)
+    cs = check_chunk_size(chunk_size, default_chunk_size(m, torch.finfo(ct).bits // 8))
     a = anchors.to(ct)
     mu = a.mean(0) if center else None
     prepared = s.prepare(a - mu if center else a)
@@ -79,7 +80,6 @@ def relative_projection(x:Tensor, # (..., n, d) samples
         return _sparsify(r, topk, power, normalize, temperature) if post else r
 
     rows = x.reshape(-1, d)
-    cs = chunk_size or default_chunk_size(m, torch.finfo(ct).bits // 8)
     if torch.is_grad_enabled() and (x.requires_grad or anchors.requires_grad):
         res = torch.cat([block(rows[sl]) for sl in chunk_slices(len(rows), cs)]) if len(rows) else block(rows)
         return res.to(x.dtype).reshape(*x.shape[:-1], m)
@@ -103,7 +103,7 @@ class RelativeProjection(nn.Module):
                  center:bool=False, # subtract the anchors' mean (cancels translations)
                  topk:int|None=None, power:float|None=None, temperature:float=1.0, # as in `relative_projection`
                  chunk_size:int|None=None, # rows per block
-                 n_anchors:int|None=None, # number of anchors, needed by 'attention' when `anchors` is None
+                 n_anchors:int|None=None, # number of anchors, needed by 'attention' over several similarities when `anchors` is None
                 ):
         super().__init__()
         self.sims = list(sim) if isinstance(sim, (list, tuple)) else [sim]
@@ -112,6 +112,9 @@ class RelativeProjection(nn.Module):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}")
         if normalize == 'auto': normalize = 'standard' if len(self.sims) > 1 else None
+        check_chunk_size(chunk_size)
+        if n_anchors is not None and (isinstance(n_anchors, bool) or not isinstance(n_anchors, numbers.Integral) or n_anchors < 1):
+            raise ValueError(f"`n_anchors` must be a positive integer or None, got {n_anchors!r}")
         if anchors is not None:
             check_tensor(anchors, 'anchors', ndim=2, min_rows=1); anchors = anchors.detach().clone()
             if n_anchors is not None and n_anchors != len(anchors):
@@ -120,16 +123,16 @@ class RelativeProjection(nn.Module):
         self.register_buffer('anchors', anchors)
         self.aggregation, self.normalize, self.center, self.n_anchors = aggregation, normalize, center, n_anchors
         self.topk, self.power, self.temperature, self.chunk_size = topk, power, temperature, chunk_size
-        self._init_aggregator(len(self.sims))
+        if len(self.sims) > 1: self._init_aggregator(len(self.sims))  # one similarity: nothing to aggregate
 
 # %% ../nbs/api/03_relative.ipynb #c024
 def _init_aggregator(self:RelativeProjection, n_sims:int):
-    "Create the trainable parts of the 'weighted' and 'attention' aggregations"
+    "Create the trainable parts of the 'weighted' and 'attention' aggregations of `n_sims` > 1 similarities"
     if self.aggregation == 'weighted': self.weights = nn.Parameter(torch.zeros(n_sims))
     if self.aggregation == 'attention':
         if self.n_anchors is None:
             raise ValueError("aggregation='attention' needs the number of anchors: pass `anchors` or `n_anchors`")
-        self.attn = nn.MultiheadAttention(self.n_anchors, num_heads=1, batch_first=True)
+        self.attn = nn.MultiheadAttention(int(self.n_anchors), num_heads=1, batch_first=True)
 RelativeProjection._init_aggregator = _init_aggregator
 
 # %% ../nbs/api/03_relative.ipynb #c025
@@ -176,9 +179,11 @@ class RelativeTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
                  topk:int|None=None, power:float|None=None, temperature:float=1.0, # ASIF options
                  seed:int=0, # seed of the anchor selection
                  device:str='cpu', # torch device for the computation
+                 chunk_size:int|None=None, # rows per block of `transform`, as in `relative_projection`
                 ):
         self.n_anchors, self.method, self.sim, self.center, self.normalize = n_anchors, method, sim, center, normalize
         self.topk, self.power, self.temperature, self.seed, self.device = topk, power, temperature, seed, device
+        self.chunk_size = chunk_size
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -195,7 +200,8 @@ def _fit(self:RelativeTransformer, X, # (n_samples, n_features)
         ):
     "Select and store the anchors"
     X = validate_data(self, X, dtype=[np.float64, np.float32])
-    idx = select_anchors(_to_torch(X, self.device), self.n_anchors, self.method, y=None if y is None else np.asarray(y), seed=self.seed)
+    labels = None if y is None else np.asarray(y)
+    idx = select_anchors(_to_torch(X, self.device), self.n_anchors, self.method, labels=labels, seed=self.seed)
     self.anchor_indices_ = idx.cpu().numpy()
     self.anchors_ = X[self.anchor_indices_]
     self._n_features_out = len(self.anchor_indices_)
@@ -207,6 +213,6 @@ def _transform(self:RelativeTransformer, X)->np.ndarray:
     X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
     a = _to_torch(self.anchors_.astype(X.dtype, copy=False), self.device)
     r = relative_projection(_to_torch(X, self.device), a, self.sim, center=self.center, normalize=self.normalize,
-                            topk=self.topk, power=self.power, temperature=self.temperature)
+                            topk=self.topk, power=self.power, temperature=self.temperature, chunk_size=self.chunk_size)
     return r.cpu().numpy()
 RelativeTransformer.fit, RelativeTransformer.transform = _fit, _transform

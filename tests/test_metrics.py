@@ -25,15 +25,17 @@ def _pair(n=120, dx=6, dy=9, seed=0, noise=0.5):
     return x, y
 
 # ---------- naive O(n^2) references (numpy) ----------
-def _scores(q, k, metric):
-    q, k = q.numpy(), k.numpy()
-    if metric == 'cosine':
+def _scores(q, k, sim):
+    "The similarity `sim` of every query to every key, as `latent_comm.similarity` defines it (numpy, float64)"
+    q, k = q.double().numpy(), k.double().numpy()
+    if sim == 'cosine':
         q = q / np.linalg.norm(q, axis=1, keepdims=True); k = k / np.linalg.norm(k, axis=1, keepdims=True)
-    if metric == 'l2': return -((q[:, None, :] - k[None, :, :]) ** 2).sum(-1)
-    return q @ k.T
+    if sim == 'euclidean': return -np.sqrt(((q[:, None, :] - k[None, :, :]) ** 2).sum(-1))
+    if sim == 'l1': return -np.abs(q[:, None, :] - k[None, :, :]).sum(-1)
+    return q @ k.T / (np.sqrt(q.shape[1]) if sim == 'dot' else 1)
 
-def _naive_knn_sets(q, k, kk, metric='cosine', exclude_self=False):
-    s = _scores(q, k, metric)
+def _naive_knn_sets(q, k, kk, sim='cosine', exclude_self=False):
+    s = _scores(q, k, sim)
     if exclude_self: np.fill_diagonal(s, -np.inf)
     return [set(np.argsort(-row, kind='stable')[:kk].tolist()) for row in s]
 
@@ -63,22 +65,21 @@ def _qr_cca(x, y):
     return np.linalg.svd(qx.T @ qy, compute_uv=False)
 
 # ---------- knn ----------
-@pytest.mark.parametrize('metric', ['cosine', 'ip', 'l2'])
+@pytest.mark.parametrize('sim', ['cosine', 'dot', 'euclidean', 'l1'])
 @pytest.mark.parametrize('chunk', [None, 1, 17])
-def test_knn_matches_naive(metric, chunk, device):
+def test_knn_matches_naive(sim, chunk, device):
     x, _ = _pair(80, 5)
     q = x[:30] + 0.1
-    vals, idx = knn(q.to(device), x.to(device), 4, metric, chunk_size=chunk)
-    s = _scores(q, x, metric)
+    vals, idx = knn(q.to(device), x.to(device), 4, sim, chunk_size=chunk)
+    s = _scores(q, x, sim)
     order = np.argsort(-s, axis=1, kind='stable')[:, :4]
     np.testing.assert_array_equal(idx.cpu().numpy(), order)
-    ref = np.take_along_axis(-s if metric == 'l2' else s, order, 1)
-    np.testing.assert_allclose(vals.cpu().numpy(), ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(vals.cpu().numpy(), np.take_along_axis(s, order, 1), rtol=1e-9, atol=1e-9)
 
 def test_knn_exclude_self_and_chunks_agree(device):
     x = torch.randn(200, 7, generator=_gen(1)).to(device)
-    v1, i1 = knn(x, x, 5, 'l2', exclude_self=True)
-    v2, i2 = knn(x, x, 5, 'l2', exclude_self=True, chunk_size=13)
+    v1, i1 = knn(x, x, 5, 'euclidean', exclude_self=True)
+    v2, i2 = knn(x, x, 5, 'euclidean', exclude_self=True, chunk_size=13)
     assert torch.equal(i1, i2) and torch.allclose(v1, v2)
     assert not (i1 == torch.arange(200, device=device)[:, None]).any()
     assert i1.shape == (200, 5) and i1.dtype == torch.long
@@ -92,20 +93,21 @@ def test_knn_errors():
     x = torch.randn(10, 3)
     with pytest.raises(ValueError, match='1 <= k <= 10'): knn(x, x, 11)
     with pytest.raises(ValueError, match='1 <= k <= 9'): knn(x, x, 10, exclude_self=True)
-    with pytest.raises(ValueError, match='`metric`'): knn(x, x, 2, metric='cos')
+    for old in ('cos', 'ip', 'l2'):
+        with pytest.raises(ValueError, match=f"`sim`='{old}' is not a known similarity"): knn(x, x, 2, sim=old)
     with pytest.raises(ValueError, match='`queries` contains NaN'): knn(x.masked_fill(x > 0, float('nan')), x, 2)
     with pytest.raises(ValueError, match='`chunk_size`'): knn(x, x, 2, chunk_size=0)
     with pytest.raises(TypeError, match='`keys` must be a torch.Tensor'): knn(x, x.numpy(), 2)
 
 # ---------- neighbourhood metrics ----------
-@pytest.mark.parametrize('metric', ['cosine', 'l2'])
-def test_jaccard_and_mutual_knn_match_naive(metric):
+@pytest.mark.parametrize('sim', ['cosine', 'euclidean', 'l1'])
+def test_jaccard_and_mutual_knn_match_naive(sim):
     x, y = _pair(150, 5, 8, seed=3)
     for k in (1, 5, 12):
-        a = _naive_knn_sets(x, x, k, metric, exclude_self=True)
-        b = _naive_knn_sets(y, y, k, metric, exclude_self=True)
-        assert jaccard_knn(x, y, k, metric) == pytest.approx(_naive_jaccard(a, b), abs=1e-12)
-        assert mutual_knn(x, y, k, metric) == pytest.approx(np.mean([len(p & q) / k for p, q in zip(a, b)]), abs=1e-12)
+        a = _naive_knn_sets(x, x, k, sim, exclude_self=True)
+        b = _naive_knn_sets(y, y, k, sim, exclude_self=True)
+        assert jaccard_knn(x, y, k, sim) == pytest.approx(_naive_jaccard(a, b), abs=1e-12)
+        assert mutual_knn(x, y, k, sim) == pytest.approx(np.mean([len(p & q) / k for p, q in zip(a, b)]), abs=1e-12)
 
 def test_cross_jaccard_matches_paper_protocol():
     x, y = _pair(150, 6, 6, seed=4, noise=0.3)
@@ -130,6 +132,24 @@ def test_cknna_matches_dense(k):
     assert cknna(x, y, k) == pytest.approx(_dense_cknna(x, y, k), abs=1e-10)
     assert cknna(x, x, k) == pytest.approx(1.)
 
+def test_cknna_dot_kernel_matches_dense():
+    "sim='dot': the inner-product kernel (its 1/sqrt(d) scale cancels in the ratio) and its neighbourhoods"
+    x, y = _pair(130, 6, 9, seed=22)
+    K, L = x.numpy() @ x.numpy().T, y.numpy() @ y.numpy().T
+    def mask(G):
+        G = G.copy(); np.fill_diagonal(G, -np.inf)
+        m = np.zeros_like(G); np.put_along_axis(m, np.argsort(-G, axis=1)[:, :7], 1, 1); return m
+    mk, ml = mask(K), mask(L)
+    ref = _hsic_u(mk * ml * K, mk * ml * L) / np.sqrt(_hsic_u(mk * K, mk * K) * _hsic_u(ml * L, ml * L))
+    assert cknna(x, y, 7, sim='dot') == pytest.approx(ref, abs=1e-10)
+
+def test_cknna_is_zero_when_a_self_term_is_not_positive():
+    "As cka: a self-term HSIC_u <= 0 makes the ratio undefined; before, two negative self-terms gave cknna(x, x) = -1"
+    line = torch.tensor([[-4.], [-3.], [-2.], [-1.], [2.]], dtype=torch.float64)
+    assert cknna(line, line, 1) == 0. and cknna(line, 2 * line, 1) == 0.
+    x, _ = _pair(5, 2, seed=0)
+    assert cknna(line, x, 1) == 0. and cknna(x, line, 1) == 0.
+
 # ---------- retrieval ----------
 def test_mrr_and_top_k_match_naive_ranks():
     x, y = _pair(100, 6, 6, seed=6, noise=1.0)
@@ -142,6 +162,20 @@ def test_mrr_and_top_k_match_naive_ranks():
     assert mrr(x, y, chunk_size=7) == mrr(x, y)
     cos = (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(1).mean().item()
     assert mean_cosine(x, y, chunk_size=9) == pytest.approx(cos)
+
+@pytest.mark.parametrize('sim', ['cosine', 'dot', 'euclidean', 'l1', 'angular'])
+def test_mrr_and_top_k_rank_by_the_similarity(sim):
+    x, y = _pair(100, 6, 6, seed=6, noise=1.0)
+    s = _scores(x, y, sim) if sim != 'angular' else 1 - np.arccos(np.clip(_scores(x, y, 'cosine'), -1, 1)) / np.pi
+    ranks = np.array([rankdata(-row, method='average')[i] for i, row in enumerate(s)])
+    assert mrr(x, y, sim=sim) == pytest.approx(np.mean(1 / ranks), abs=1e-12)
+    assert mrr(x, y, k=3, sim=sim, chunk_size=7) == pytest.approx(np.mean(np.where(ranks <= 3, 1 / ranks, 0)), abs=1e-12)
+    assert top_k_accuracy(x, y, 5, sim=sim, chunk_size=13) == pytest.approx(np.mean(ranks <= 5), abs=1e-12)
+
+def test_retrieval_ties_count_half_under_every_similarity():
+    y = torch.tensor([[1., 0.], [1., 0.], [0., 1.], [-1., 0.]], dtype=torch.float64)   # rows 0 and 1 coincide
+    for sim in ('cosine', 'dot', 'euclidean', 'l1'):
+        assert mrr(y, y, sim=sim) == pytest.approx((1 / 1.5 + 1 / 1.5 + 1 + 1) / 4), sim
 
 def test_retrieval_needs_equal_dimensions():
     x, y = _pair(20, 3, 4)
@@ -295,7 +329,7 @@ def test_other_argument_errors():
     x, _ = _pair(30, 4)
     with pytest.raises(ValueError, match='`kernel`'): cka(x, x, kernel='poly')
     with pytest.raises(ValueError, match='`x` needs at least 4 samples'): cka(x[:3], x[:3], debiased=True)
-    with pytest.raises(ValueError, match='`metric` must be'): cknna(x, x, metric='l2')
+    with pytest.raises(ValueError, match="`sim` must be 'cosine' or 'dot'"): cknna(x, x, sim='euclidean')
     with pytest.raises(ValueError, match='`keep`'): svcca(x, x, keep=1.5)
 
 # ---------- devices and dtypes ----------
@@ -345,3 +379,74 @@ def test_permuted_gives_chance_level():
     x, _ = _pair(500, 6)
     assert permuted('mrr', x, x) < 0.05
     assert permuted(mean_cosine, x + 5, x + 5, seed=1) > 0.9   # a shared offset inflates mean cosine
+
+# ---------- chunk_size: one rule everywhere ----------
+_CHUNKED = [lambda x, c: knn(x, x, 2, chunk_size=c), lambda x, c: knn(x, x, 2, 'euclidean', chunk_size=c),
+            lambda x, c: knn(x, x, 2, 'l1', chunk_size=c)] + [
+            (lambda f: lambda x, c: f(x, x + 1, chunk_size=c))(f) for f in
+            (jaccard_knn, mutual_knn, cross_jaccard_knn, cknna, mrr, top_k_accuracy, mean_cosine, cka, svcca, pwcca,
+             canonical_correlations, procrustes_distance)] + [lambda x, c: cka(x, x + 1, kernel='rbf', chunk_size=c)]
+
+@pytest.mark.parametrize('i', range(len(_CHUNKED)))
+def test_chunk_size_is_a_positive_integer_or_none(i):
+    x, _ = _pair(30, 4)
+    f = _CHUNKED[i]
+    for bad in (0, -3, 2.5, True, '8'):
+        with pytest.raises(ValueError, match='`chunk_size` must be a positive integer or None'): f(x, bad)
+    ref = f(x, None)
+    for good in (1, 7, np.int64(30)):
+        got = f(x, good)
+        if isinstance(ref, tuple): assert all(torch.allclose(a, b) for a, b in zip(got, ref))
+        elif isinstance(ref, torch.Tensor): assert torch.allclose(got, ref)
+        else: assert got == pytest.approx(ref, abs=1e-7)
+
+# ---------- float32: the precision users run (references in float64 prove the formula, these prove the code) ----------
+def _far(n=2000, d=16, shift=300., seed=23):
+    "Float32 standard normal data shifted far from the origin (the issue's case)"
+    return torch.randn(n, d, generator=_gen(seed)) + shift
+
+def test_float32_euclidean_knn_far_from_the_origin(device):
+    x = _far().to(device)
+    ref_v, ref_i = knn(x.double(), x.double(), 10, 'euclidean', exclude_self=True)  # the same float32 values, float64 search
+    v, i = knn(x, x, 10, 'euclidean', exclude_self=True)
+    assert v.dtype == torch.float32
+    assert torch.equal(i, ref_i)
+    assert torch.allclose(v.double(), ref_v, atol=1e-4, rtol=0)   # distances ~ 3-4; the uncentred expansion is off by ~1e-2
+    q = x[:100] + 0.5                                               # queries that are not keys
+    assert torch.equal(knn(q, x, 5, 'euclidean')[1], knn(q.double(), x.double(), 5, 'euclidean')[1])
+
+def test_float32_jaccard_is_translation_invariant():
+    "The issue's check: on 2,000 x 16 float32 data shifted by 300, the uncentred expansion gave 0.90"
+    x = _far()
+    assert jaccard_knn(x, x - x.mean(0), sim='euclidean') == 1.
+    y = x @ _orth(16, 1).float() + 0.3 * torch.randn(2000, 16, generator=_gen(24))
+    for f in (jaccard_knn, mutual_knn):   # the float32 values searched in float64 give the same neighbourhoods
+        assert f(x, y, sim='euclidean') == f(x.double(), y.double(), sim='euclidean')
+
+def test_half_precision_euclidean_search_is_computed_in_float32():
+    x = _far(500, 8, shift=30.).half()
+    ref_v, ref_i = knn(x.double(), x.double(), 5, 'euclidean', exclude_self=True)
+    v, i = knn(x, x, 5, 'euclidean', exclude_self=True)
+    assert v.dtype == torch.float32 and torch.allclose(v.double(), ref_v, atol=1e-4, rtol=0)
+
+@pytest.mark.parametrize('sim', ['cosine', 'euclidean', 'dot'])
+def test_float32_retrieval_matches_float64(sim):
+    x = _far(1000, 16, shift=300. if sim == 'euclidean' else 0.)
+    y = x + 0.5 * torch.randn(1000, 16, generator=_gen(25))
+    for f in (lambda a, b: mrr(a, b, sim=sim), lambda a, b: mrr(a, b, 5, sim=sim), lambda a, b: top_k_accuracy(a, b, 3, sim=sim)):
+        assert f(x, y) == pytest.approx(f(x.double(), y.double()), abs=1e-6)
+
+def test_float32_cknna_matches_float64():
+    x, y = _pair(600, 12, 9, seed=26)
+    for sim in ('cosine', 'dot'):
+        assert cknna(x.float(), y.float(), 10, sim) == pytest.approx(cknna(x.float().double(), y.float().double(), 10, sim), abs=1e-5)
+
+def test_float32_cka_far_from_the_origin():
+    x, y = _pair(3000, 16, 12, seed=27)
+    xf, yf = (x + 300).float(), (y - 500).float()
+    xd, yd = xf.double().numpy(), yf.double().numpy()
+    xc, yc = xd - xd.mean(0), yd - yd.mean(0)
+    ref = (np.linalg.norm(xc.T @ yc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+    assert cka(xf, yf) == pytest.approx(ref, abs=1e-6)
+    assert cka(xf, yf, debiased=True) == pytest.approx(cka(xf.double(), yf.double(), debiased=True), abs=1e-6)
+    assert cka(xf[:500], yf[:500], kernel='rbf') == pytest.approx(cka(xf[:500].double(), yf[:500].double(), kernel='rbf'), abs=1e-5)

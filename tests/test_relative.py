@@ -144,10 +144,38 @@ def test_module_gradcheck():
     rp = RelativeProjection(sim=['cosine', 'euclidean'], aggregation='mean', normalize='l2')
     assert torch.autograd.gradcheck(lambda t, u: rp(t, anchors=u), (x.requires_grad_(), a.requires_grad_()))
 
+@pytest.mark.parametrize('aggregation', AGGREGATIONS)
+def test_one_similarity_builds_no_aggregator(aggregation):
+    "With one similarity nothing is aggregated: no parameters (before: unused weights or attention), no n_anchors needed"
+    x, a = _data(8, dtype=torch.float32)
+    for rp in (RelativeProjection(a, sim='cosine', aggregation=aggregation), RelativeProjection(sim=['euclidean'], aggregation=aggregation)):
+        assert list(rp.parameters()) == [] and not hasattr(rp, 'weights') and not hasattr(rp, 'attn')
+        out = rp(x) if rp.anchors is not None else rp(x, anchors=a)
+        assert torch.allclose(out, relative_projection(x, a, rp.sims[0]))
+    assert set(RelativeProjection(a, aggregation=aggregation).state_dict()) == {'anchors'}
+
+def test_several_similarities_build_their_aggregator():
+    _, a = _data(9, dtype=torch.float32)
+    assert [n for n, _ in RelativeProjection(a, sim=['cosine', 'l1'], aggregation='weighted').named_parameters()] == ['weights']
+    assert len(list(RelativeProjection(a, sim=['cosine', 'l1'], aggregation='attention').parameters())) == 4
+    assert list(RelativeProjection(a, sim=['cosine', 'l1'], aggregation='mean').parameters()) == []
+
+def test_chunk_size_is_checked_everywhere():
+    x, a = _data(10)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match='`chunk_size` must be a positive integer or None'): relative_projection(x, a, chunk_size=bad)
+        with pytest.raises(ValueError, match='`chunk_size` must be a positive integer or None'): RelativeProjection(a, chunk_size=bad)
+        with pytest.raises(ValueError, match='`chunk_size` must be a positive integer or None'):
+            RelativeTransformer(n_anchors=5, chunk_size=bad).fit(x.numpy()).transform(x.numpy())
+    assert torch.allclose(relative_projection(x, a, chunk_size=np.int64(7)), relative_projection(x, a))
+    r = RelativeTransformer(n_anchors=5, chunk_size=3).fit(x.numpy())
+    assert np.allclose(r.transform(x.numpy()), RelativeTransformer(n_anchors=5).fit(x.numpy()).transform(x.numpy()))
+
 def test_module_errors():
     with pytest.raises(ValueError, match='`aggregation` must be one of'): RelativeProjection(sim=['cosine', 'l1'], aggregation='max')
     with pytest.raises(ValueError, match='needs the number of anchors'): RelativeProjection(sim=['cosine', 'l1'], aggregation='attention')
     with pytest.raises(ValueError, match='`anchors` must be passed to forward'): RelativeProjection()(torch.randn(3, 2))
+    with pytest.raises(ValueError, match='`n_anchors` must be a positive integer or None'): RelativeProjection(sim=['cosine', 'l1'], n_anchors=0)
 
 # ---- scikit-learn estimator -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('est', [RelativeTransformer(n_anchors=5),
@@ -182,8 +210,8 @@ def test_pipeline_clone_and_device(device):
 
 def test_transformer_errors():
     x = np.random.default_rng(0).normal(size=(10, 3))
-    with pytest.raises(ValueError, match='`n`=11 anchors requested but `x` has only 10 samples'): RelativeTransformer(n_anchors=11).fit(x)
-    with pytest.raises(ValueError, match=r'`y` \(one class label per sample\) is required'):
+    with pytest.raises(ValueError, match='`n_anchors`=11 anchors requested but `x` has only 10 samples'): RelativeTransformer(n_anchors=11).fit(x)
+    with pytest.raises(ValueError, match=r'`labels` \(one class label per sample\) is required'):
         RelativeTransformer(n_anchors=3, method='stratified').fit(x)
     with pytest.raises(ValueError, match='`topk`=4 is larger than the number of anchors'):
         RelativeTransformer(n_anchors=3, topk=4).fit(x).transform(x)
