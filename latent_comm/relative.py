@@ -5,18 +5,14 @@
 # %% ../nbs/api/03_relative.ipynb #c002
 from __future__ import annotations
 import math, numbers
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from sklearn.base import BaseEstimator, TransformerMixin, ClassNamePrefixFeaturesOutMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
 from .core import check_tensor, check_compatible, check_chunk_size, compute_dtype, default_chunk_size, chunk_slices
 from .similarity import as_similarity
-from .anchors import select_anchors
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'AGGREGATIONS', 'relative_projection', 'RelativeProjection', 'RelativeTransformer']
+__all__ = ['NORMALIZATIONS', 'AGGREGATIONS', 'relative_projection', 'RelativeProjection']
 
 # %% ../nbs/api/03_relative.ipynb #c006
 NORMALIZATIONS = ('l2', 'standard', 'softmax')
@@ -168,51 +164,3 @@ def _extra_repr(self:RelativeProjection)->str:
     names = [s if isinstance(s, str) else getattr(s, '__name__', type(s).__name__) for s in self.sims]
     return f"sim={names}, aggregation={self.aggregation!r}, normalize={self.normalize!r}, center={self.center}, n_anchors={self.n_anchors}"
 RelativeProjection.extra_repr = _extra_repr
-
-# %% ../nbs/api/03_relative.ipynb #c037
-class RelativeTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    "scikit-learn transformer: select anchors in `fit`, relative projection in `transform`"
-    def __init__(self, n_anchors:int=300, # anchors to select (at most the number of samples seen by fit)
-                 method='random', # anchor selector: a name in `ANCHOR_SELECTORS` or a callable
-                 sim='cosine', # similarity: a name in `SIMILARITIES` or a callable
-                 center:bool=False, normalize:str|None=None, # as in `relative_projection`
-                 topk:int|None=None, power:float|None=None, temperature:float=1.0, # ASIF options
-                 seed:int=0, # seed of the anchor selection
-                 device:str='cpu', # torch device for the computation
-                 chunk_size:int|None=None, # rows per block of `transform`, as in `relative_projection`
-                ):
-        self.n_anchors, self.method, self.sim, self.center, self.normalize = n_anchors, method, sim, center, normalize
-        self.topk, self.power, self.temperature, self.seed, self.device = topk, power, temperature, seed, device
-        self.chunk_size = chunk_size
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ['float64', 'float32']
-        return tags
-
-# %% ../nbs/api/03_relative.ipynb #c038
-def _to_torch(X:np.ndarray, device)->Tensor:
-    "A validated array as a tensor on `device` (copied only if read-only)"
-    return torch.from_numpy(np.require(X, requirements=['W', 'C'])).to(device)
-
-def _fit(self:RelativeTransformer, X, # (n_samples, n_features)
-         y=None, # class labels, used by method='stratified'
-        ):
-    "Select and store the anchors"
-    X = validate_data(self, X, dtype=[np.float64, np.float32])
-    labels = None if y is None else np.asarray(y)
-    idx = select_anchors(_to_torch(X, self.device), self.n_anchors, self.method, labels=labels, seed=self.seed)
-    self.anchor_indices_ = idx.cpu().numpy()
-    self.anchors_ = X[self.anchor_indices_]
-    self._n_features_out = len(self.anchor_indices_)
-    return self
-
-def _transform(self:RelativeTransformer, X)->np.ndarray:
-    "Relative representation of `X` on the fitted anchors: (n_samples, n_anchors)"
-    check_is_fitted(self)
-    X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-    a = _to_torch(self.anchors_.astype(X.dtype, copy=False), self.device)
-    r = relative_projection(_to_torch(X, self.device), a, self.sim, center=self.center, normalize=self.normalize,
-                            topk=self.topk, power=self.power, temperature=self.temperature, chunk_size=self.chunk_size)
-    return r.cpu().numpy()
-RelativeTransformer.fit, RelativeTransformer.transform = _fit, _transform

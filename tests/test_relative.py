@@ -4,7 +4,8 @@ import numpy as np
 import pytest, torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
-from latent_comm.relative import relative_projection, RelativeProjection, RelativeTransformer, AGGREGATIONS, NORMALIZATIONS
+from latent_comm.relative import relative_projection, RelativeProjection, AGGREGATIONS, NORMALIZATIONS
+from latent_comm.scikit import RelativeTransformer
 from latent_comm.similarity import SIMILARITIES
 
 def _data(seed, n=40, m=12, d=8, dtype=torch.float64, device='cpu'):
