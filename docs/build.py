@@ -113,7 +113,7 @@ def _page_name(nb:dict, rel:Path)->str:
         if c['cell_type'] == 'raw' and ''.join(c['source']).lstrip().startswith('---'):
             of = _frontmatter(c).get('output-file')
             if of: return (rel.parent/Path(of).stem).as_posix()
-    return (rel.parent/re.sub(r'^\d+_', '', rel.stem)).as_posix()
+    return (rel.parent/re.sub(r'^\d+[a-z]?_', '', rel.stem)).as_posix()
 
 def _toctree(pages):
     out = []
