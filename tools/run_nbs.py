@@ -3,7 +3,7 @@
 Usage: python tools/run_nbs.py PATH [PATH ...]   (a notebook, or a folder of notebooks)
 Cells that call `nbdev_export(` are skipped (as `nbdev_test` does), and so are cells flagged `#| gpu` on a machine
 without CUDA (`make test-gpu` runs them); notebooks whose name starts with `_` are scratch.
-Stops at the first failing notebook with its traceback, so a broken experiment never publishes stale figures.
+The scoreboard runs last (it reads the other experiments' results). Stops at the first failing notebook with its traceback, so a broken experiment never publishes stale figures.
 Figures are saved at normal resolution and re-encoded as 256-colour palette PNGs, so committed notebooks stay small
 (tests/test_notebooks.py keeps each under 1 MB) and a figure that did not change gives the same bytes at every run.
 """
@@ -56,10 +56,13 @@ def run_nb(path:Path):
     return time.time() - t0
 
 def _nbs(args):
+    "The notebooks to run, in order; the scoreboard reads the other experiments' results, so it runs after them"
+    out = []
     for a in map(Path, args):
-        if a.is_dir(): yield from sorted(p for p in a.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts)
-        elif a.suffix == '.ipynb': yield a
+        if a.is_dir(): out += sorted(p for p in a.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts)
+        elif a.suffix == '.ipynb': out.append(a)
         else: raise SystemExit(f"not a notebook or folder: {a}")
+    return sorted(out, key=lambda p: 'scoreboard' in p.stem)  # stable: everything else keeps its order
 
 if __name__ == '__main__':
     paths = list(_nbs(sys.argv[1:]))
