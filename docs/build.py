@@ -164,7 +164,7 @@ def main():
         (SRC/page).parent.mkdir(parents=True, exist_ok=True)
         (SRC/f'{page}.ipynb').write_text(json.dumps(convert_nb(nb, page, base), indent=1))
     home = convert_nb(index_nb, 'index', base)
-    home['cells'].append(dict(cell_type='markdown', metadata={}, source=_toctree(pages)))
+    home['cells'].append(dict(cell_type='markdown', id='toctree', metadata={}, source=_toctree(pages)))
     (SRC/'index.ipynb').write_text(json.dumps(home, indent=1))
     shutil.rmtree(HTML, ignore_errors=True)
     cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-W', '--keep-going', '-c', str(ROOT/'docs'), str(SRC), str(HTML)]
