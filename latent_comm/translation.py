@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/05_translation.ipynb #c002
 from __future__ import annotations
-import json, math, warnings
+import inspect, json, math, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -238,6 +238,8 @@ def register_estimator(name:str, # key in `ESTIMATORS`
                        from_cross:Callable|None=None, # (x^T y, ||x||_F^2, **kwargs) -> (matrix, bias): the same fit from two statistics
                        override:bool=False): # replace an existing entry
     "Decorator that registers `f(x, y, **kwargs) -> (matrix, bias)` in `ESTIMATORS` with its requirements"
+    try: inspect.signature(min_anchors).bind(2, 2, False)
+    except TypeError: raise TypeError(f"`min_anchors` must take (d_x, d_y, centred), got {min_anchors!r} with signature {inspect.signature(min_anchors)}") from None
     def _register(f):
         f.min_anchors, f.orthogonal, f.from_cross = min_anchors, orthogonal, from_cross
         return ESTIMATORS.register(name, override=override)(f)
@@ -480,7 +482,7 @@ def _fit_side(z:Tensor, names:tuple, owned:bool)->tuple:
     if k:
         mean, var = _moments(z)
         states, shift, factor, _, _ = _fit_from_moments(names[:k], mean, var)
-        z, owned = (z - shift).mul_(factor), True
+        z, owned = (z.sub_(shift) if owned else z - shift).mul_(factor), True
     rest, z = fit_pipeline(z, names[k:], owned=owned)
     return states + rest, z, var
 

@@ -241,6 +241,9 @@ def test_callable_estimator_and_registration():
         assert t.estimator_ == '_test_identity'
         with pytest.raises(ValueError, match="needs at least 3"): Translator('_test_identity').fit(x[:2], y[:2])
     finally: ESTIMATORS.pop('_test_identity')
+    with pytest.raises(TypeError, match=r'`min_anchors` must take \(d_x, d_y, centred\)'):
+        register_estimator('_test_old', min_anchors=lambda dx, dy: dx)
+    assert '_test_old' not in ESTIMATORS
 
 def test_cross_validate_and_auto(device):
     x, y, *_ = _similarity(n=400, d=16, noise=0.05, device=device)
