@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/05_translation.ipynb #c002
 from __future__ import annotations
-import hashlib, json, math, warnings
+import inspect, json, math, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import Registry, check_tensor, compute_dtype, default_chunk_size, chunk_slices
+from .core import Registry, check_tensor, compute_dtype, chunk_slices, digest, atomic_path
 from .metrics import mrr
 
 # %% auto #0
@@ -38,13 +38,17 @@ def center_inverse(x:Tensor, state:dict)->Tensor:
     return x + state['mean']
 
 # %% ../nbs/api/05_translation.ipynb #c009
+def _standard_state(mean:Tensor, std:Tensor)->dict:
+    "State of standard scaling from column means and standard deviations"
+    constant = std <= 16 * torch.finfo(std.dtype).eps * mean.abs()  # constant dimensions (e.g. dead ReLU units) keep scale 1
+    return {'mean': mean, 'std': torch.where(constant, torch.ones_like(std), std)}
+
 def standard_fit(x:Tensor, # (n, d) anchors
                 )->dict:
     "Fitted state of per-dimension standard scaling: mean and standard deviation of each dimension"
-    mean, std = x.mean(-2), x.std(-2, correction=0)
-    constant = std <= 16 * torch.finfo(x.dtype).eps * mean.abs()  # constant dimensions (e.g. dead ReLU units) keep scale 1
-    return {'mean': mean, 'std': torch.where(constant, torch.ones_like(std), std)}
+    return _standard_state(x.mean(-2), x.std(-2, correction=0))
 
+# %% ../nbs/api/05_translation.ipynb #c009b
 def standard_transform(x:Tensor, state:dict)->Tensor:
     "Center each dimension and divide it by its standard deviation"
     return (x - state['mean']) / state['std']
@@ -54,13 +58,17 @@ def standard_inverse(x:Tensor, state:dict)->Tensor:
     return x * state['std'] + state['mean']
 
 # %% ../nbs/api/05_translation.ipynb #c012
-def scale_fit(x:Tensor, # (n, d) anchors, usually centered first
-             )->dict:
-    "Fitted state of isotropic scaling: the root mean square norm of the anchors"
-    scale = torch.linalg.vector_norm(x, dim=(-2, -1)) / math.sqrt(max(x.shape[-2], 1))
+def _scale_state(scale:Tensor)->dict:
+    "State of isotropic scaling from the root mean square norm"
     if not scale > 0: raise ValueError("isotropic scaling cannot be fitted: every anchor is zero (after the transforms before it)")
     return {'scale': scale}
 
+def scale_fit(x:Tensor, # (n, d) anchors, usually centered first
+             )->dict:
+    "Fitted state of isotropic scaling: the root mean square norm of the anchors"
+    return _scale_state(torch.linalg.vector_norm(x, dim=(-2, -1)) / math.sqrt(max(x.shape[-2], 1)))
+
+# %% ../nbs/api/05_translation.ipynb #c012b
 def scale_transform(x:Tensor, state:dict)->Tensor:
     "Divide by the fitted scale"
     return x / state['scale']
@@ -108,14 +116,21 @@ class Transform(NamedTuple):
     state: tuple # keys of the state dict
     transform_: Callable|None = None # optional in-place `transform`, used only on intermediates a pipeline owns
     inverse_: Callable|None = None # optional in-place `inverse`
+    fit_moments: Callable|None = None # optional (column means, column variances) -> the state `fit` would return
+    affine: Callable|None = None # with `fit_moments`: state -> (shift, factor) such that transform(x) = (x - shift) * factor
+    centres: bool = False # the output has zero mean (n anchors then span at most n - 1 dimensions)
 
+# %% ../nbs/api/05_translation.ipynb #c024b
 TRANSFORMS = Registry('transform')
 TRANSFORMS['center'] = Transform(center_fit, center_transform, center_inverse, ('mean',),
-                                 lambda x, s: x.sub_(s['mean']), lambda x, s: x.add_(s['mean']))
+                                 lambda x, s: x.sub_(s['mean']), lambda x, s: x.add_(s['mean']),
+                                 lambda m, v: {'mean': m}, lambda s: (s['mean'], 1.), centres=True)
 TRANSFORMS['standard'] = Transform(standard_fit, standard_transform, standard_inverse, ('mean', 'std'),
-                                   lambda x, s: x.sub_(s['mean']).div_(s['std']), lambda x, s: x.mul_(s['std']).add_(s['mean']))
+                                   lambda x, s: x.sub_(s['mean']).div_(s['std']), lambda x, s: x.mul_(s['std']).add_(s['mean']),
+                                   lambda m, v: _standard_state(m, v.sqrt()), lambda s: (s['mean'], 1 / s['std']), centres=True)
 TRANSFORMS['scale'] = Transform(scale_fit, scale_transform, scale_inverse, ('scale',),
-                                lambda x, s: x.div_(s['scale']), lambda x, s: x.mul_(s['scale']))
+                                lambda x, s: x.div_(s['scale']), lambda x, s: x.mul_(s['scale']),
+                                lambda m, v: _scale_state((v + m * m).sum().sqrt()), lambda s: (0., 1 / s['scale']))
 TRANSFORMS['l2'] = Transform(l2_fit, l2_transform, l2_inverse, ('mean_norm',))
 
 # %% ../nbs/api/05_translation.ipynb #c025
@@ -132,6 +147,7 @@ def pipeline_names(spec, # None, one name, or a sequence of names in `TRANSFORMS
             raise ValueError(f"`{arg}` contains {n!r}, which is not a known transform; known: {', '.join(sorted(TRANSFORMS))}")
     return tuple(names)
 
+# %% ../nbs/api/05_translation.ipynb #c025b
 def _shares(a:Tensor, b:Tensor)->bool:
     "Whether `a` and `b` use the same memory"
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
@@ -142,6 +158,7 @@ def _step(f, f_, x:Tensor, state:dict, owned:bool)->tuple:
     out = f(x, state)
     return out, owned or not _shares(out, x)
 
+# %% ../nbs/api/05_translation.ipynb #c025d
 def fit_pipeline(x:Tensor, # (n, d) anchors
                  names:tuple, # transform names, applied in order
                  owned:bool=False, # `x` may be overwritten (never true for a caller's tensor)
@@ -152,6 +169,7 @@ def fit_pipeline(x:Tensor, # (n, d) anchors
         t = TRANSFORMS[n]; s = t.fit(x); x, owned = _step(t.transform, t.transform_, x, s, owned); states.append(s)
     return states, x
 
+# %% ../nbs/api/05_translation.ipynb #c025f
 def apply_pipeline(x:Tensor, names:tuple, states:list, owned:bool=False)->Tensor:
     "Apply fitted transforms in order"
     for n, s in zip(names, states): x, owned = _step(TRANSFORMS[n].transform, TRANSFORMS[n].transform_, x, s, owned)
@@ -162,72 +180,139 @@ def invert_pipeline(x:Tensor, names:tuple, states:list, owned:bool=False)->Tenso
     for n, s in zip(reversed(names), reversed(states)): x, owned = _step(TRANSFORMS[n].inverse, TRANSFORMS[n].inverse_, x, s, owned)
     return x
 
+# %% ../nbs/api/05_translation.ipynb #c028b
+_BLOCK_BYTES = 2**25  # working memory of one block of rows in `_moments` (the shifted rows and their squares)
+
+def _moments(x:Tensor, # (n, d_x) rows
+             y:Tensor|None=None, # (n, d_y) the paired rows of a second space, or None
+             rows:int|None=None, # rows per block; None: as many as fit in `_BLOCK_BYTES`
+            )->tuple: # (mean_x, var_x), or (mean_x, var_x, mean_y, var_y, centred x^T y) with `y`
+    "Column means and variances (and the centred cross product with `y`), from one blocked pass and no full copy"
+    sides = (x,) if y is None else (x, y)
+    n, D = x.shape[0], sum(z.shape[1] for z in sides)
+    b = max(1, min(n, rows or _BLOCK_BYTES // (2 * D * x.element_size())))
+    shifts = [z[:b].mean(0) for z in sides]  # near the means, so the shifted sums below do not cancel
+    bufs, sq, ones = [z.new_empty(b, z.shape[1]) for z in sides], x.new_empty(b * max(z.shape[1] for z in sides)), x.new_ones(1, b)
+    sums = [x.new_zeros(2, z.shape[1], dtype=torch.float32 if x.device.type == 'mps' else torch.float64) for z in sides]
+    cross = None if y is None else x.new_zeros(x.shape[1], y.shape[1])
+    for sl in chunk_slices(n, b):
+        m = sl.stop - sl.start
+        zs = [torch.sub(z[sl], c, out=bf[:m]) for z, c, bf in zip(sides, shifts, bufs)]
+        for z, s in zip(zs, sums):  # column sums of the shifted rows and of their squares
+            s[0] += (ones[:, :m] @ z)[0]; s[1] += (ones[:, :m] @ torch.mul(z, z, out=sq[:z.numel()].view_as(z)))[0]
+        if cross is not None: cross.addmm_(zs[0].mT, zs[1])
+    out = []
+    for c, s in zip(shifts, sums):
+        d = s[0] / n  # mean - shift
+        out += [c + d.to(x.dtype), (s[1] / n - d * d).clamp_min_(0).to(x.dtype)]
+    if cross is None: return tuple(out)
+    d = [s[0] / n for s in sums]
+    return (*out, cross.sub_((n * torch.outer(*d)).to(x.dtype)))
+
+# %% ../nbs/api/05_translation.ipynb #c028f
+def _fit_from_moments(names:tuple, # transforms that all have `fit_moments`
+                      mean:Tensor, var:Tensor, # column means and variances of their input
+                     )->tuple: # (states, shift, factor, mean, var): the composite map is (x - shift) * factor
+    "Fit a pipeline of affine transforms from its input's column moments"
+    states, shift, factor = [], torch.zeros_like(mean), torch.ones_like(mean)
+    for n in names:
+        t = TRANSFORMS[n]; s = t.fit_moments(mean, var); a, f = t.affine(s)
+        shift, factor = shift + a / factor, factor * f
+        mean, var = (mean - a) * f, var * f * f
+        states.append(s)
+    return states, shift, factor, mean, var
+
+# %% ../nbs/api/05_translation.ipynb #c028f2
+def _moment_prefix(names:tuple)->int:
+    "How many leading transforms of `names` can be fitted from column moments"
+    k = 0
+    while k < len(names) and TRANSFORMS[names[k]].fit_moments is not None: k += 1
+    return k
+
 # %% ../nbs/api/05_translation.ipynb #c030
 ESTIMATORS = Registry('estimator')
 
 def register_estimator(name:str, # key in `ESTIMATORS`
-                       min_anchors:Callable=lambda dx, dy: 2, # (d_x, d_y) -> fewest anchor pairs the estimator needs
+                       min_anchors:Callable=lambda dx, dy, centred: 2, # (d_x, d_y, centred) -> fewest anchor pairs; `centred`: the source pipeline centres
                        orthogonal:bool=False, # the matrix is a multiple of a semi-orthogonal one
+                       from_cross:Callable|None=None, # (x^T y, ||x||_F^2, **kwargs) -> (matrix, bias): the same fit from two statistics
                        override:bool=False): # replace an existing entry
     "Decorator that registers `f(x, y, **kwargs) -> (matrix, bias)` in `ESTIMATORS` with its requirements"
+    try: inspect.signature(min_anchors).bind(2, 2, False)
+    except TypeError: raise TypeError(f"`min_anchors` must take (d_x, d_y, centred), got {min_anchors!r} with signature {inspect.signature(min_anchors)}") from None
     def _register(f):
-        f.min_anchors, f.orthogonal = min_anchors, orthogonal
+        f.min_anchors, f.orthogonal, f.from_cross = min_anchors, orthogonal, from_cross
         return ESTIMATORS.register(name, override=override)(f)
     return _register
 
+# %% ../nbs/api/05_translation.ipynb #c030b
 def _promote(x:Tensor, y:Tensor)->tuple:
     "Cast `x` and `y` to one dtype that is float32 or wider"
     dt = compute_dtype(torch.promote_types(x.dtype, y.dtype))
     return x.to(dt), y.to(dt)
 
 # %% ../nbs/api/05_translation.ipynb #c032
-def _procrustes_svd(x:Tensor, y:Tensor)->tuple:
-    "Semi-orthogonal `R` (d_x, d_y) maximising tr(R^T x^T y), and the singular values of x^T y"
-    x, y = _promote(x, y)
-    d = max(x.shape[-1], y.shape[-1])
-    px, py = pad_fit(x, d), pad_fit(y, d)
-    m = pad_transform(pad_transform(x.mT @ y, py).mT, px).mT  # (d, d): the cross-covariance of the padded spaces
-    u, s, vh = torch.linalg.svd(m)
-    r = pad_inverse(pad_inverse(u @ vh, py).mT, px).mT  # crop back to (d_x, d_y)
-    return r, s
+def _polar(m:Tensor)->tuple:
+    "Semi-orthogonal `R` maximising tr(R^T m) (SVD of `m` zero-padded to a square), and the singular values of `m`"
+    d = max(m.shape)
+    u, s, vh = torch.linalg.svd(F.pad(m, (0, d - m.shape[1], 0, d - m.shape[0])))
+    return (u @ vh)[:m.shape[0], :m.shape[1]], s
 
-@register_estimator('procrustes', orthogonal=True)
+def _procrustes_cross(xty:Tensor, xsq=None)->tuple:
+    "Procrustes from the cross product x^T y alone"
+    r, _ = _polar(xty)
+    return r, r.new_zeros(r.shape[-1])
+
+# %% ../nbs/api/05_translation.ipynb #c032b
+@register_estimator('procrustes', orthogonal=True, from_cross=_procrustes_cross)
 def procrustes(x:Tensor, # (n, d_x) source anchors
                y:Tensor, # (n, d_y) target anchors
               )->tuple:
     "Orthogonal map minimising ||x R - y||_F (zero-padding the smaller dimension); no bias"
-    r, _ = _procrustes_svd(x, y)
-    return r, r.new_zeros(r.shape[-1])
+    x, y = _promote(x, y)
+    return _procrustes_cross(x.mT @ y)
 
 # %% ../nbs/api/05_translation.ipynb #c034
-@register_estimator('scaled_procrustes', orthogonal=True)
+def _scaled_procrustes_cross(xty:Tensor, xsq:Tensor)->tuple:
+    "Scaled Procrustes from x^T y and ||x||_F^2"
+    r, s = _polar(xty)
+    return r * (s.sum() / xsq), r.new_zeros(r.shape[-1])
+
+@register_estimator('scaled_procrustes', orthogonal=True, from_cross=_scaled_procrustes_cross)
 def scaled_procrustes(x:Tensor, # (n, d_x) source anchors
                       y:Tensor, # (n, d_y) target anchors
                      )->tuple:
     "Orthogonal map times the least-squares global scale: min over s, R of ||s x R - y||_F; no bias"
-    r, sv = _procrustes_svd(x, y)
-    return r * (sv.sum() / torch.linalg.vector_norm(x.to(r.dtype)).pow(2)), r.new_zeros(r.shape[-1])
+    x, y = _promote(x, y)
+    return _scaled_procrustes_cross(x.mT @ y, torch.linalg.vector_norm(x).square())
 
 # %% ../nbs/api/05_translation.ipynb #c038
-@register_estimator('lstsq', min_anchors=lambda dx, dy: max(dx, 2))
+def _solve(a:Tensor, b:Tensor)->Tensor:
+    "Minimum-norm least-squares solution of `a w = b`, with a rank-revealing solver on every device"
+    if a.device.type == 'cpu': return torch.linalg.lstsq(a, b, driver='gelsd').solution
+    return torch.linalg.pinv(a) @ b  # CUDA's lstsq driver, gels, assumes full rank
+
+# %% ../nbs/api/05_translation.ipynb #c038b2
+@register_estimator('lstsq', min_anchors=lambda dx, dy, centred: max(dx + centred, 2))
 def lstsq(x:Tensor, # (n, d_x) source anchors, n >= d_x
           y:Tensor, # (n, d_y) target anchors
          )->tuple:
-    "Unconstrained linear map minimising ||x W - y||_F; no bias"
+    "Unconstrained linear map minimising ||x W - y||_F (the minimum-norm one if several do); no bias"
     x, y = _promote(x, y)
-    w = torch.linalg.lstsq(x, y).solution
+    w = _solve(x, y)
     return w, w.new_zeros(w.shape[-1])
 
-@register_estimator('affine', min_anchors=lambda dx, dy: dx + 1)
+@register_estimator('affine', min_anchors=lambda dx, dy, centred: dx + 1)
 def affine(x:Tensor, # (n, d_x) source anchors, n >= d_x + 1
            y:Tensor, # (n, d_y) target anchors
           )->tuple:
     "Affine map minimising ||x W + b - y||_F, solved in closed form with a bias column"
     x, y = _promote(x, y)
-    sol = torch.linalg.lstsq(torch.cat([x, x.new_ones(x.shape[0], 1)], -1), y).solution
+    sol = _solve(torch.cat([x, x.new_ones(x.shape[0], 1)], -1), y)
     return sol[:-1], sol[-1]
 
-@register_estimator('ridge', min_anchors=lambda dx, dy: 2)
+# %% ../nbs/api/05_translation.ipynb #c038a
+@register_estimator('ridge')
 def ridge(x:Tensor, # (n, d_x) source anchors
           y:Tensor, # (n, d_y) target anchors
           alpha:float=1e-3, # penalty relative to the mean eigenvalue of x^T x
@@ -242,11 +327,19 @@ def ridge(x:Tensor, # (n, d_x) source anchors
     return w, w.new_zeros(w.shape[-1])
 
 # %% ../nbs/api/05_translation.ipynb #c042
-def _metrics(pred:Tensor, target:Tensor)->dict:
-    "Held-out cosine, MSE and retrieval MRR of translated vectors against their targets"
+def _mrr(pred:Tensor, target:Tensor)->float:
+    "Retrieval MRR within each set of rows, averaged over the sets (the leading dimensions)"
+    if pred.ndim < 2: raise ValueError(f"metric 'mrr' ranks vectors among each other: `x` must have shape (..., n, d) with n >= 2, got {tuple(pred.shape)}")
+    sets = list(zip(pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])))
+    return sum(mrr(p, t) for p, t in sets) / len(sets)
+
+_SCORES = {'cosine': lambda p, t: F.cosine_similarity(p, t, dim=-1).mean().item(),
+           'mse': lambda p, t: (p - t).pow(2).mean().item(), 'mrr': _mrr}
+
+def _metrics(pred:Tensor, target:Tensor, names:tuple=tuple(_SCORES))->dict:
+    "Held-out scores (by default cosine, MSE and retrieval MRR) of translated vectors against their targets"
     pred, target = _promote(pred, target)
-    return {'cosine': F.cosine_similarity(pred, target, dim=-1).mean().item(),
-            'mse': (pred - target).pow(2).mean().item(), 'mrr': mrr(pred, target)}
+    return {k: _SCORES[k](pred, target) for k in names}
 
 # %% ../nbs/api/05_translation.ipynb #c045
 _PARAMS = ('estimator', 'x_transform', 'y_transform', 'estimator_kwargs', 'folds')
@@ -282,6 +375,7 @@ def _validate(self:Translator):
         raise ValueError("`estimator_kwargs` cannot be combined with estimator='auto' (each candidate uses its defaults)")
     if not (isinstance(self.folds, int) and self.folds >= 2): raise ValueError(f"`folds` must be an integer >= 2, got {self.folds!r}")
 
+# %% ../nbs/api/05_translation.ipynb #c047b
 @patch
 def get_params(self:Translator, deep:bool=True)->dict:
     "Constructor arguments, as scikit-learn's `get_params`"
@@ -311,32 +405,47 @@ def _fold_train_size(n:int, folds:int)->int:
     "Anchors that the smallest training part keeps when `n` anchors are split into `folds` folds"
     return n - math.ceil(n / folds)
 
-def _min_anchors(est, dx:int, dy:int)->int:
+# %% ../nbs/api/05_translation.ipynb #c050b
+def _centres(names:tuple)->bool:
+    "Whether a pipeline centres its output (its n anchors then span at most n - 1 dimensions)"
+    return any(TRANSFORMS[n].centres for n in names)
+
+def _min_anchors(est, dx:int, dy:int, centred:bool)->int:
     "Fewest anchor pairs `est` needs (2 for estimators registered without a minimum)"
-    return getattr(est, 'min_anchors', lambda dx, dy: 2)(dx, dy)
+    return getattr(est, 'min_anchors', lambda dx, dy, centred: 2)(dx, dy, centred)
 
-def _check_enough(est, name:str, n:int, dx:int, dy:int):
+def _check_enough(est, name:str, n:int, dx:int, dy:int, centred:bool):
     "Raise if `n` anchor pairs are fewer than estimator `name` needs"
-    need = _min_anchors(est, dx, dy)
+    need = _min_anchors(est, dx, dy, centred)
     if n < need:
-        raise ValueError(f"`x_anchors` has {n} anchor pairs but estimator {name!r} needs at least {need} "
-                         f"(d_x={dx}, d_y={dy}); add anchors or use estimator='ridge', which works with any number")
+        raise ValueError(f"`x_anchors` has {n} anchor pairs but estimator {name!r} needs at least {need} (d_x={dx}, "
+                         f"d_y={dy}{', centred source' if centred else ''}); add anchors or use estimator='ridge', which works with any number")
 
-def _constant_dims(y:Tensor, rel:float=1e-6)->Tensor:
+# %% ../nbs/api/05_translation.ipynb #c050d
+def _constant_dims(y:Tensor, # (n, d) target anchors
+                   var:Tensor|None=None, # their column variances, when already computed
+                   rel:float=1e-6, # a column is constant when its std is at most `rel` times the median column std
+                   rows:int=4096, # without `var`: size of the sample of rows screened first
+                  )->Tensor:
     "Columns of `y` whose std is at most `rel` times the median column std (dead or constant dimensions)"
-    sd = y.std(0)
-    return (sd <= rel * sd.median()).nonzero().flatten()
+    if var is not None: sd = var.sqrt(); return (sd <= rel * sd.median()).nonzero().flatten()
+    step = max(1, y.shape[0] // rows)
+    sd = _moments(y[::step])[1].sqrt(); med = sd.median()
+    cand = (sd <= 2 * math.sqrt(step) * rel * med).nonzero().flatten()  # 2: slack for the sample's median
+    return cand[_moments(y[:, cand])[1].sqrt() <= rel * med] if len(cand) else cand
 
-def _warn_constant_dims(y:Tensor, name:str, y_names:tuple):
+# %% ../nbs/api/05_translation.ipynb #c050d2
+def _warn_constant_dims(y:Tensor, var:Tensor|None, name:str, y_names:tuple):
     "Warn when an orthogonal map will fill target dimensions that never vary"
     if 'standard' in y_names: return  # per-dimension scaling gives each dimension its own spread back
-    dead = _constant_dims(y)
+    dead = _constant_dims(y, var)
     if len(dead):
         warnings.warn(f"`y_anchors` has {len(dead)} (near-)constant dimension(s) {dead[:8].tolist()}: the orthogonal "
                       f"estimator {name!r} will put source variance there, which the target never has (a per-feature "
                       "standardisation downstream then multiplies it by 1/std); use y_transform='standard' or a "
                       "least-squares estimator", stacklevel=3)
 
+# %% ../nbs/api/05_translation.ipynb #c050g
 def _name_of(est)->str:
     "Registered name of an estimator given by name or function"
     if isinstance(est, str): return est
@@ -350,6 +459,51 @@ def _set_state(self:Translator, tensors:dict):
     for k in [k for k in self._buffers if k not in _FITTED]: del self._buffers[k]
     for k, v in tensors.items(): self.register_buffer(k, v)
 
+# %% ../nbs/api/05_translation.ipynb #c050i
+def _by_moments(est, xn:tuple, yn:tuple)->bool:
+    "Whether `est` and both pipelines can be fitted from one statistics pass (there is a transform, and all are affine)"
+    return (getattr(est, 'from_cross', None) is not None and bool(xn or yn)
+            and _moment_prefix(xn) == len(xn) and _moment_prefix(yn) == len(yn))
+
+def _fit_by_moments(est, x:Tensor, y:Tensor, xn:tuple, yn:tuple, **kwargs)->tuple:
+    "Fit both pipelines and `est` from the moments and centred cross product of one pass: no transformed copies"
+    mx, vx, my, vy, cross = _moments(x, y)
+    xs, _, fx, mx, vx = _fit_from_moments(xn, mx, vx)
+    ys, _, fy, my, _ = _fit_from_moments(yn, my, vy)
+    n = x.shape[0]
+    xty = (fx[:, None] * cross * fy).add_(torch.outer(mx, my), alpha=n)  # x'^T y' of the transformed anchors
+    w, b = est.from_cross(xty, n * (vx + mx * mx).sum(), **kwargs)
+    return w, b, xs, ys, vy
+
+# %% ../nbs/api/05_translation.ipynb #c050k
+def _fit_side(z:Tensor, names:tuple, owned:bool)->tuple:
+    "Fit a pipeline on one side's anchors; return the states, the transformed anchors and the column variances (or None)"
+    k, states, var = _moment_prefix(names), [], None
+    if k:
+        mean, var = _moments(z)
+        states, shift, factor, _, _ = _fit_from_moments(names[:k], mean, var)
+        z, owned = (z.sub_(shift) if owned else z - shift).mul_(factor), True
+    rest, z = fit_pipeline(z, names[k:], owned=owned)
+    return states + rest, z, var
+
+def _fit_by_data(est, x:Tensor, y:Tensor, xn:tuple, yn:tuple, owned:tuple, **kwargs)->tuple:
+    "Fit both pipelines on the anchors, then `est` on the transformed anchors"
+    xs, xt, _ = _fit_side(x, xn, owned[0])
+    ys, yt, vy = _fit_side(y, yn, owned[1])
+    w, b = est(xt, yt, **kwargs)
+    return w, b, xs, ys, vy
+
+# %% ../nbs/api/05_translation.ipynb #c050m
+@patch
+def _set_fitted(self:Translator, w:Tensor, b:Tensor, orthogonal:bool, xs:list, ys:list):
+    "Store the map, its (pseudo-)inverse and every transform's state in buffers"
+    inv = w.mT / (w.pow(2).sum() / min(w.shape)) if orthogonal else torch.linalg.pinv(w)  # pinv of s * semi-orthogonal
+    state = {'matrix_': w, 'bias_': b, 'inverse_': inv}
+    for side, states in (('x', xs), ('y', ys)):
+        for i, s in enumerate(states): state.update({f'{side}{i}_{k}_': v for k, v in s.items()})
+    self._set_state(state)
+
+# %% ../nbs/api/05_translation.ipynb #c050m2
 @patch
 def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source space
         y_anchors:Tensor, # (n, d_y) the same anchors in the target space
@@ -359,19 +513,13 @@ def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source spac
     x, y = _check_anchors(x_anchors, y_anchors)
     name = self._select(x, y) if self.estimator == 'auto' else _name_of(self.estimator)
     est = ESTIMATORS.resolve(name if self.estimator == 'auto' else self.estimator, arg='estimator')
-    _check_enough(est, name, x.shape[0], x.shape[1], y.shape[1])
-    xs, xt = fit_pipeline(x, pipeline_names(self.x_transform, 'x_transform'), owned=not _shares(x, x_anchors))
-    y_names = pipeline_names(self.y_transform, 'y_transform')
-    if getattr(est, 'orthogonal', False): _warn_constant_dims(y, name, y_names)
-    ys, yt = fit_pipeline(y, y_names, owned=not _shares(y, y_anchors))
-    w, b = est(xt, yt, **(self.estimator_kwargs or {}))
-    w, b = w.to(x.dtype), b.to(x.dtype)
-    if getattr(est, 'orthogonal', False): inv = w.mT / (w.pow(2).sum() / min(w.shape))  # pinv of s * semi-orthogonal
-    else: inv = torch.linalg.pinv(w)
-    state = {'matrix_': w, 'bias_': b, 'inverse_': inv}
-    for side, states in (('x', xs), ('y', ys)):
-        for i, s in enumerate(states): state.update({f'{side}{i}_{k}_': v for k, v in s.items()})
-    self._set_state(state)
+    xn, yn = pipeline_names(self.x_transform, 'x_transform'), pipeline_names(self.y_transform, 'y_transform')
+    _check_enough(est, name, x.shape[0], x.shape[1], y.shape[1], _centres(xn))
+    kw, orthogonal = self.estimator_kwargs or {}, getattr(est, 'orthogonal', False)
+    if _by_moments(est, xn, yn): w, b, xs, ys, vy = _fit_by_moments(est, x, y, xn, yn, **kw)
+    else: w, b, xs, ys, vy = _fit_by_data(est, x, y, xn, yn, (not _shares(x, x_anchors), not _shares(y, y_anchors)), **kw)
+    if orthogonal: _warn_constant_dims(y, vy, name, yn)
+    self._set_fitted(w.to(x.dtype), b.to(x.dtype), orthogonal, xs, ys)
     self.estimator_ = name
     return self
 
@@ -381,6 +529,14 @@ def is_fitted(self:Translator)->bool:
     "Whether `fit` (or `load`) has set the fitted state"
     return self.matrix_ is not None
 
+@patch
+def __sklearn_is_fitted__(self:Translator)->bool: return self.is_fitted
+
+@patch
+def _check_fitted(self:Translator, what:str):
+    if not self.is_fitted: raise ValueError(f"this Translator is not fitted: call fit(x_anchors, y_anchors) before {what}")
+
+# %% ../nbs/api/05_translation.ipynb #c052q
 @patch(as_prop=True)
 def n_features_in_(self:Translator)->int:
     "Source dimension seen at fit time"
@@ -393,13 +549,7 @@ def n_features_out_(self:Translator)->int:
     if not self.is_fitted: raise AttributeError('n_features_out_ is set by fit')
     return self.matrix_.shape[1]
 
-@patch
-def __sklearn_is_fitted__(self:Translator)->bool: return self.is_fitted
-
-@patch
-def _check_fitted(self:Translator, what:str):
-    if not self.is_fitted: raise ValueError(f"this Translator is not fitted: call fit(x_anchors, y_anchors) before {what}")
-
+# %% ../nbs/api/05_translation.ipynb #c052b
 @patch
 def _states(self:Translator, side:str)->tuple:
     "The pipeline names of `side` ('x' or 'y') and their fitted states, read from the buffers"
@@ -416,6 +566,7 @@ def _check_input(self:Translator, x, name:str, dim:int)->Tensor:
         raise ValueError(f"`{name}` is on {x.device} but this Translator is on {self.matrix_.device}; call .to({str(x.device)!r}) first")
     return x
 
+# %% ../nbs/api/05_translation.ipynb #c052d
 @patch
 def transform(self:Translator, x:Tensor, # (..., d_x) vectors in the source space
              )->Tensor:
@@ -426,6 +577,7 @@ def transform(self:Translator, x:Tensor, # (..., d_x) vectors in the source spac
     z = apply_pipeline(xc, *self._states('x'), owned=not _shares(xc, x))
     return invert_pipeline((z @ self.matrix_).add_(self.bias_), *self._states('y'), owned=True).to(x.dtype)
 
+# %% ../nbs/api/05_translation.ipynb #c052f
 @patch
 def inverse_transform(self:Translator, y:Tensor, # (..., d_y) vectors in the target space
                      )->Tensor:
@@ -446,32 +598,33 @@ def _load_from_state_dict(self:Translator, state_dict, prefix, local_metadata, s
 
 # %% ../nbs/api/05_translation.ipynb #c068
 @patch
-def score(self:Translator, x:Tensor, # (n, d_x) source vectors
-          y:Tensor, # (n, d_y) their true targets
+def score(self:Translator, x:Tensor, # (..., d_x) source vectors, as `transform` takes them
+          y:Tensor, # (..., d_y) their true targets, the same shape as `transform(x)`
           metric:str='cosine', # 'cosine' (higher is better), 'mse' (lower is better) or 'mrr' (retrieval, higher is better)
          )->float:
     "How well `transform(x)` matches `y`"
-    if metric not in ('cosine', 'mse', 'mrr'): raise ValueError(f"`metric` must be 'cosine', 'mse' or 'mrr', got {metric!r}")
-    y = self._check_input(y, 'y', self.n_features_out_) if self.is_fitted else y
+    if metric not in _SCORES: raise ValueError(f"`metric` must be 'cosine', 'mse' or 'mrr', got {metric!r}")
     pred = self.transform(x)
+    y = self._check_input(y, 'y', self.n_features_out_)
     if pred.shape != y.shape: raise ValueError(f"`x` gives {tuple(pred.shape)} translated vectors but `y` has shape {tuple(y.shape)}")
-    return _metrics(pred, y)[metric]
+    return _metrics(pred, y, (metric,))[metric]
 
+# %% ../nbs/api/05_translation.ipynb #c068b
 @patch
 def cross_validate(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source space
                    y_anchors:Tensor, # (n, d_y) the same anchors in the target space
-                   folds:int=5, # number of folds, 2 to n/2
+                   folds:int|None=None, # number of folds, 2 to n/2; None: the constructor's `folds`
                    seed:int=0, # seed of the shuffle that assigns anchors to folds
                   )->dict:
     "Held-out cosine, MSE and retrieval MRR, averaged over `folds` folds of the anchors"
     x, y = _check_anchors(x_anchors, y_anchors)
-    n = x.shape[0]
+    n, folds = x.shape[0], self.folds if folds is None else folds
     if not (isinstance(folds, int) and 2 <= folds <= n // 2):
         raise ValueError(f"`folds` must be an integer from 2 to {n // 2} (half the {n} anchors), got {folds!r}")
     m = _fold_train_size(n, folds)
     if self.estimator != 'auto':
-        need = _min_anchors(ESTIMATORS.resolve(self.estimator, arg='estimator'), x.shape[1], y.shape[1])
-        if m < need:
+        est, centred = ESTIMATORS.resolve(self.estimator, arg='estimator'), _centres(pipeline_names(self.x_transform))
+        if m < (need := _min_anchors(est, x.shape[1], y.shape[1], centred)):
             raise ValueError(f"with `folds`={folds}, each fold is fitted on {m} of the {n} anchors, but estimator "
                              f"{_name_of(self.estimator)!r} needs at least {need}: use fewer folds or more anchors")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
@@ -482,38 +635,32 @@ def cross_validate(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the 
         res.append(_metrics(t.transform(x[test]), y[test]))
     return {k: sum(r[k] for r in res) / folds for k in res[0]}
 
+# %% ../nbs/api/05_translation.ipynb #c068d
 @patch
 def _select(self:Translator, x:Tensor, y:Tensor)->str:
     "Name of the registered estimator with the best held-out cosine on these anchors"
-    n_train = _fold_train_size(x.shape[0], self.folds)
+    n_train, centred = _fold_train_size(x.shape[0], self.folds), _centres(pipeline_names(self.x_transform))
     results = {}
     for name, est in ESTIMATORS.items():
-        if n_train < _min_anchors(est, x.shape[1], y.shape[1]): continue
-        cand = Translator(name, self.x_transform, self.y_transform)
-        results[name] = cand.cross_validate(x, y, folds=self.folds)
+        if n_train < _min_anchors(est, x.shape[1], y.shape[1], centred): continue
+        results[name] = Translator(name, self.x_transform, self.y_transform, folds=self.folds).cross_validate(x, y)
     if not results: raise ValueError(f"`x_anchors` has too few anchor pairs ({x.shape[0]}) for any estimator with {self.folds} folds")
     best = max(r['cosine'] for r in results.values())
     self.cv_results_ = results
     return next(k for k, r in results.items() if r['cosine'] >= best - 1e-6)
 
 # %% ../nbs/api/05_translation.ipynb #c074
-FORMAT, FORMAT_VERSION = 'latent_comm.translation.Translator', 1
+FORMAT, FORMAT_VERSION = 'latent_comm.translation.Translator', 2
 
-def _digest(tensors:dict, meta:dict)->str:
-    "SHA-256 of the metadata (except the digest itself) and of every tensor's name, dtype, shape and bytes"
-    h = hashlib.sha256()
-    for k in sorted(meta):
-        if k != 'sha256': h.update(json.dumps([k, meta[k]]).encode())
-    for k in sorted(tensors):
-        v = tensors[k].detach().cpu().contiguous()
-        h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def _checksum(tensors:dict, meta:dict)->str:
+    "`core.digest` of the metadata (except the checksum itself) and of every tensor with its name, in name order"
+    return digest({k: v for k, v in meta.items() if k != 'sha256'}, *[o for k in sorted(tensors) for o in (k, tensors[k])])
 
+# %% ../nbs/api/05_translation.ipynb #c074b
 @patch
 def save(self:Translator, path, # file to write, conventionally ending in .safetensors
         ):
-    "Write the fitted translator to one `.safetensors` file (tensors plus JSON configuration)"
+    "Write the fitted translator to one `.safetensors` file (tensors plus JSON configuration), atomically"
     self._check_fitted('save')
     config = self.get_params()
     config['estimator'] = _name_of(self.estimator)
@@ -525,8 +672,8 @@ def save(self:Translator, path, # file to write, conventionally ending in .safet
     try: meta = {'format': FORMAT, 'format_version': str(FORMAT_VERSION), 'config': json.dumps(config),
                  'fitted': json.dumps({'estimator_': self.estimator_, 'cv_results_': self.cv_results_})}
     except TypeError as e: raise ValueError(f"`estimator_kwargs` must be JSON serialisable to save: {e}") from None
-    meta['sha256'] = _digest(tensors, meta)
-    save_file(tensors, str(path), metadata=meta)
+    meta['sha256'] = _checksum(tensors, meta)
+    with atomic_path(path) as tmp: save_file(tensors, str(tmp), metadata=meta)
 
 # %% ../nbs/api/05_translation.ipynb #c075
 def _read(path:Path)->tuple:
@@ -538,6 +685,17 @@ def _read(path:Path)->tuple:
     except Exception as e: raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupted?): {e}") from None
     return tensors, meta
 
+# %% ../nbs/api/05_translation.ipynb #c075d
+def _check_header(meta:dict, tensors:dict, where:str)->tuple:
+    "Raise unless `meta` names this format and version and matches its checksum; return the configuration and fitted info"
+    if meta.get('format') != FORMAT: raise ValueError(f"{where} is not a saved Translator (metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get('format_version') != str(FORMAT_VERSION):
+        raise ValueError(f"{where} has format version {meta.get('format_version')!r}; this version of latent_comm reads version {FORMAT_VERSION}")
+    if meta.get('sha256') != _checksum(tensors, meta): raise ValueError(f"{where} is corrupted: its contents do not match the stored SHA-256 digest")
+    try: return json.loads(meta['config']), json.loads(meta['fitted'])
+    except (KeyError, json.JSONDecodeError) as e: raise ValueError(f"{where} has unreadable configuration metadata: {e}") from None
+
+# %% ../nbs/api/05_translation.ipynb #c075b
 @patch(cls_method=True)
 def load(cls:Translator, path, # file written by `Translator.save`
          device='cpu', # device to put the fitted state on
@@ -547,12 +705,7 @@ def load(cls:Translator, path, # file written by `Translator.save`
     if not path.is_file(): raise FileNotFoundError(f"no Translator file at {str(path)!r}")
     tensors, meta = _read(path)
     where = f"{str(path)!r}"
-    if meta.get('format') != FORMAT: raise ValueError(f"{where} is not a saved Translator (metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r})")
-    if meta.get('format_version') != str(FORMAT_VERSION):
-        raise ValueError(f"{where} has format version {meta.get('format_version')!r}; this version of latent_comm reads version {FORMAT_VERSION}")
-    if meta.get('sha256') != _digest(tensors, meta): raise ValueError(f"{where} is corrupted: its contents do not match the stored SHA-256 digest")
-    try: config, fitted = json.loads(meta['config']), json.loads(meta['fitted'])
-    except (KeyError, json.JSONDecodeError) as e: raise ValueError(f"{where} has unreadable configuration metadata: {e}") from None
+    config, fitted = _check_header(meta, tensors, where)
     try: t = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     except (TypeError, ValueError) as e: raise ValueError(f"{where} has an invalid configuration: {e}") from None
     xn, yn = pipeline_names(t.x_transform), pipeline_names(t.y_transform)

@@ -1,10 +1,14 @@
 "Tests for latent_comm.translation: ground truth recovery, bad input, devices, persistence."
-import json, struct
+import hashlib, json, struct
+from pathlib import Path
 import pytest, torch
+import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
-from latent_comm.translation import (Translator, ESTIMATORS, TRANSFORMS, procrustes, scaled_procrustes, lstsq, affine,
-                                     ridge, fit_pipeline, apply_pipeline, invert_pipeline, pipeline_names, register_estimator)
+import latent_comm.translation as translation
+from latent_comm.translation import (Translator, ESTIMATORS, TRANSFORMS, FORMAT, procrustes, scaled_procrustes, lstsq, affine,
+                                     ridge, fit_pipeline, apply_pipeline, invert_pipeline, pipeline_names, register_estimator,
+                                     _moments, _constant_dims)
 
 
 def _rot(d, g, dtype=torch.float32, device='cpu'):
@@ -169,7 +173,7 @@ def test_bad_input_names_the_argument():
         bad = y.clone(); bad[5, 2] = bad_val
         with pytest.raises(ValueError, match='`y_anchors` contains NaN or Inf'): Translator().fit(x, bad)
         with pytest.raises(ValueError, match='`x_anchors` contains NaN or Inf'): Translator().fit(bad, y)
-    with pytest.raises(ValueError, match="'lstsq' needs at least 8 .*estimator='ridge'"): Translator('lstsq').fit(x[:6], y[:6])
+    with pytest.raises(ValueError, match="'lstsq' needs at least 9 .*estimator='ridge'"): Translator('lstsq').fit(x[:6], y[:6])
     with pytest.raises(ValueError, match="'affine' needs at least 9"): Translator('affine').fit(x[:8], y[:8])
     with pytest.raises(ValueError, match='not fitted: call fit'): Translator().transform(x)
     with pytest.raises(ValueError, match='not fitted'): Translator().inverse_transform(x)
@@ -229,7 +233,7 @@ def test_sklearn_protocol():
     assert 'estimator=' in repr(t)
 
 def test_callable_estimator_and_registration():
-    @register_estimator('_test_identity', min_anchors=lambda dx, dy: 3, override=True)
+    @register_estimator('_test_identity', min_anchors=lambda dx, dy, centred: 3, override=True)
     def _identity(x, y): return torch.eye(x.shape[1], y.shape[1], dtype=x.dtype), x.new_zeros(y.shape[1])
     try:
         x, y, *_ = _similarity(n=50, d=8)
@@ -237,6 +241,9 @@ def test_callable_estimator_and_registration():
         assert t.estimator_ == '_test_identity'
         with pytest.raises(ValueError, match="needs at least 3"): Translator('_test_identity').fit(x[:2], y[:2])
     finally: ESTIMATORS.pop('_test_identity')
+    with pytest.raises(TypeError, match=r'`min_anchors` must take \(d_x, d_y, centred\)'):
+        register_estimator('_test_old', min_anchors=lambda dx, dy: dx)
+    assert '_test_old' not in ESTIMATORS
 
 def test_cross_validate_and_auto(device):
     x, y, *_ = _similarity(n=400, d=16, noise=0.05, device=device)
@@ -283,7 +290,7 @@ def test_saved_file_is_plain_safetensors(tmp_path):
     (n,) = struct.unpack('<Q', raw[:8])
     header = json.loads(raw[8:8 + n])
     meta = header.pop('__metadata__')
-    assert meta['format'] == 'latent_comm.translation.Translator' and meta['format_version'] == '1'
+    assert meta['format'] == 'latent_comm.translation.Translator' and meta['format_version'] == '2'
     assert json.loads(meta['config'])['x_transform'] == ['center', 'scale']
     assert set(header) == {'matrix_', 'bias_', 'inverse_', 'x0_mean_', 'x1_scale_', 'y0_mean_', 'y1_scale_'}
     assert b'\x80\x04' not in raw[:8 + n]  # no pickle protocol marker in the header
@@ -332,3 +339,164 @@ def test_orthogonal_fit_warns_on_constant_target_dimensions(device):
         Translator('procrustes', x_transform='standard', y_transform='standard').fit(x, y)
         Translator('lstsq').fit(x, y)
         Translator('procrustes').fit(x, x @ torch.eye(16, device=device))  # a healthy target: silent
+
+
+# ---------------------------------------------------------------- issue 11: speed without losing precision
+
+def test_moments_one_pass_any_block_size(device):
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(1000, 7, generator=g, dtype=torch.float64) * 3 + 4).to(device)
+    y = (torch.randn(1000, 5, generator=g, dtype=torch.float64) - 2).to(device)
+    for rows in (1, 7, 999, None):
+        mx, vx, my, vy, c = _moments(x, y, rows=rows)
+        assert torch.allclose(mx, x.mean(0)) and torch.allclose(vx, x.var(0, correction=0))
+        assert torch.allclose(my, y.mean(0)) and torch.allclose(vy, y.var(0, correction=0))
+        assert torch.allclose(c, (x - x.mean(0)).mT @ (y - y.mean(0)))
+        m, v = _moments(y, rows=rows)
+        assert torch.allclose(m, y.mean(0)) and torch.allclose(v, y.var(0, correction=0))
+
+@pytest.mark.parametrize('est', ['procrustes', 'scaled_procrustes'])
+@pytest.mark.parametrize('pre', [('center', 'scale'), 'center', 'standard', 'scale', ('center', 'standard', 'scale'), ('scale', 'center')])
+def test_statistics_pass_equals_materialised_pipelines(device, est, pre):
+    "The default route (one statistics pass, no transformed copies) fits what the estimator fits on transformed data"
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(600, 24, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 24, dtype=torch.float64) + 4
+    y = x @ torch.randn(24, 16, generator=g, dtype=torch.float64) - 1 + 0.2 * torch.randn(600, 16, generator=g, dtype=torch.float64)
+    x, y = x.to(device), y.to(device)
+    names = pipeline_names(pre)
+    (xs, xt), (ys, yt) = fit_pipeline(x, names), fit_pipeline(y, names)
+    w, _ = ESTIMATORS[est](xt, yt)
+    t = Translator(est, x_transform=pre, y_transform=pre).fit(x, y)
+    assert _rel(t.matrix_, w) < 1e-9
+    for side, states in (('x', xs), ('y', ys)):
+        for i, s in enumerate(states):
+            for k, v in s.items(): assert torch.allclose(t._buffers[f'{side}{i}_{k}_'], v, rtol=1e-10, atol=1e-12), (side, i, k)
+    assert _rel(t.transform(x), invert_pipeline(apply_pipeline(x, names, xs) @ w, names, ys)) < 1e-9
+
+@pytest.mark.parametrize('pre', [('center', 'scale'), 'standard'])
+def test_float32_fit_far_from_the_origin(device, pre):
+    "Anchors whose mean is 100 times their spread: float32 matches float64 (the shortcut x^T y - n m_x m_y^T would not)"
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(20_000, 16, generator=g, dtype=torch.float64) * 0.05 + 5
+    y = 2 * x @ _rot(16, g, torch.float64) + 3 + 1e-3 * torch.randn(20_000, 16, generator=g, dtype=torch.float64)
+    ref = Translator(x_transform=pre, y_transform=pre).fit(x, y)
+    t = Translator(x_transform=pre, y_transform=pre).fit(x.float().to(device), y.float().to(device))
+    assert _rel(t.matrix_.cpu().double(), ref.matrix_) < 1e-4
+    assert _rel(t.transform(x[:500].float().to(device)).cpu().double(), ref.transform(x[:500])) < 1e-5
+
+def test_dead_dimensions_found_without_reading_the_whole_target():
+    "Without column statistics, a sample of rows is screened and the candidates confirmed on every row"
+    import warnings
+    g = torch.Generator().manual_seed(14)
+    y = torch.randn(10_000, 12, generator=g)
+    y[:, 3] = 0.7; y[:, 8] = 1e-30 * y[:, 0]
+    y[:, 5] = 0.; y[-3:, 5] = 1.  # active in three rows the sample skips: not dead
+    assert _constant_dims(y, rows=500).tolist() == [3, 8] == _constant_dims(y, y.var(0)).tolist()
+    x = torch.randn(10_000, 12, generator=g)
+    with pytest.warns(UserWarning, match=r"2 \(near-\)constant dimension\(s\) \[3, 8\]"):
+        Translator(x_transform=None, y_transform=None).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        Translator(x_transform=None, y_transform=None).fit(x, torch.randn(10_000, 12, generator=g))
+
+
+# ---------------------------------------------------------------- issue 11: defects
+
+def test_lstsq_needs_one_more_anchor_when_the_source_is_centred():
+    "Centred anchors sum to zero: n of them span n - 1 dimensions, so least squares needs d_x + 1 of them"
+    g = torch.Generator().manual_seed(15)
+    x, y = torch.randn(40, 8, generator=g), torch.randn(40, 3, generator=g)
+    for pre in (('center', 'scale'), 'center', 'standard', ('scale', 'center')):
+        with pytest.raises(ValueError, match="'lstsq' needs at least 9 .*centred source"): Translator('lstsq', x_transform=pre).fit(x[:8], y[:8])
+        Translator('lstsq', x_transform=pre).fit(x[:9], y[:9])
+    for pre in (None, 'scale', 'l2'): Translator('lstsq', x_transform=pre).fit(x[:8], y[:8])
+    with pytest.raises(ValueError, match="'affine' needs at least 9"): Translator('affine').fit(x[:8], y[:8])
+    Translator('affine', x_transform=None).fit(x[:9], y[:9])
+    with pytest.raises(ValueError, match="each fold is fitted on 8 of the 10 anchors, but estimator 'lstsq' needs at least 9"):
+        Translator('lstsq').cross_validate(x[:10], y[:10], folds=5)
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_least_squares_on_rank_deficient_anchors_is_the_minimum_norm_solution(device, dtype):
+    "Anchors in a 10-dimensional subspace of 16 dimensions: every device returns X^+ Y, the same on every run"
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(200, 10, generator=g, dtype=torch.float64) @ torch.randn(10, 16, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(16, 5, generator=g, dtype=torch.float64) + 0.01 * torch.randn(200, 5, generator=g, dtype=torch.float64)
+    ref = torch.linalg.pinv(x) @ y
+    ref_affine = torch.linalg.pinv(torch.cat([x, torch.ones(200, 1, dtype=torch.float64)], 1)) @ y
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    X, Y = x.to(device, dtype), y.to(device, dtype)
+    W, _ = lstsq(X, Y)
+    assert _rel(W.cpu().double(), ref) < tol
+    assert torch.equal(lstsq(X, Y)[0], W)
+    Wa, ba = affine(X, Y)
+    assert _rel(torch.cat([Wa, ba[None]]).cpu().double(), ref_affine) < tol
+    t = Translator('lstsq', x_transform=None, y_transform=None).fit(X, Y)
+    assert _rel(t.matrix_.cpu().double(), ref) < tol
+
+def test_score_computes_only_the_requested_metric(monkeypatch):
+    x, y, *_ = _similarity(n=200, d=8)
+    t = Translator().fit(x, y)
+    def boom(*args, **kwargs): raise AssertionError('the O(n^2) MRR was computed')
+    monkeypatch.setattr(translation, 'mrr', boom)
+    assert t.score(x, y) == pytest.approx(1, abs=1e-6) and t.score(x, y, 'mse') < 1e-8
+    with pytest.raises(AssertionError, match='MRR was computed'): t.score(x, y, 'mrr')
+
+def test_score_accepts_what_transform_accepts(device):
+    x, y, *_ = _similarity(n=240, d=8, noise=0.5, device=device)
+    t = Translator().fit(x, y)
+    xb, yb = x.view(4, 60, 8), y.view(4, 60, 8)
+    assert t.score(xb, yb) == pytest.approx(t.score(x, y), abs=1e-6)
+    assert t.score(xb, yb, 'mse') == pytest.approx(t.score(x, y, 'mse'), rel=1e-5)
+    assert t.score(xb, yb, 'mrr') == pytest.approx(sum(t.score(a, b, 'mrr') for a, b in zip(xb, yb)) / 4)
+    assert t.score(x[0], y[0]) == pytest.approx(F.cosine_similarity(t.transform(x[0]), y[0], dim=0).item(), abs=1e-6)
+    with pytest.raises(ValueError, match=r"`x` must have shape \(\.\.\., n, d\)"): t.score(x[0], y[0], 'mrr')
+    assert t.score(x.half(), y.double(), 'mse') == pytest.approx(t.score(x, y, 'mse'), rel=1e-2)
+    t64 = Translator().fit(x.double(), y.double())
+    assert t64.score(x, y.half()) == pytest.approx(t.score(x, y), abs=1e-3)
+    with pytest.raises(ValueError, match='but `y` has shape'): t.score(xb, y)
+
+def test_cross_validate_uses_the_constructors_folds():
+    x, y, *_ = _similarity(n=8, d=4, noise=0.1)
+    t = Translator(folds=4)
+    assert t.cross_validate(x, y) == t.cross_validate(x, y, folds=4) != t.cross_validate(x, y, folds=2)
+    with pytest.raises(ValueError, match='`folds` must be an integer from 2 to 4'): Translator(folds=5).cross_validate(x, y)
+
+
+# ---------------------------------------------------------------- issue 12: one digest, atomic saves
+
+def _old_digest(tensors, meta):
+    "The checksum of format version 1 (the module's own digest before core.digest)"
+    h = hashlib.sha256()
+    for k in sorted(meta):
+        if k != 'sha256': h.update(json.dumps([k, meta[k]]).encode())
+    for k in sorted(tensors):
+        v = tensors[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+def test_version_1_file_is_refused_by_its_version(tmp_path):
+    from safetensors.torch import save_file
+    x, y, *_ = _similarity(n=100, d=8)
+    t = Translator().fit(x, y)
+    tensors = {k: v.contiguous() for k, v in t.state_dict().items()}
+    config = {**t.get_params(), 'x_transform': ['center', 'scale'], 'y_transform': ['center', 'scale']}
+    meta = {'format': FORMAT, 'format_version': '1', 'config': json.dumps(config),
+            'fitted': json.dumps({'estimator_': 'procrustes', 'cv_results_': None})}
+    meta['sha256'] = _old_digest(tensors, meta)
+    save_file(tensors, str(tmp_path / 'v1.safetensors'), metadata=meta)
+    with pytest.raises(ValueError, match="v1.safetensors' has format version '1'; this version of latent_comm reads version 2"):
+        Translator.load(tmp_path / 'v1.safetensors')
+
+def test_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
+    x, y, *_ = _similarity(n=100, d=8)
+    p = tmp_path / 't.safetensors'
+    Translator().fit(x, y).save(p)
+    good = p.read_bytes()
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(good[:len(good) // 2]); raise OSError('disk full')
+    monkeypatch.setattr(translation, 'save_file', crash)
+    with pytest.raises(OSError, match='disk full'): Translator('ridge').fit(x, y).save(p)
+    assert p.read_bytes() == good and [q.name for q in tmp_path.iterdir()] == ['t.safetensors']
+    with pytest.raises(OSError, match='disk full'): Translator().fit(x, y).save(tmp_path / 'new.safetensors')
+    assert [q.name for q in tmp_path.iterdir()] == ['t.safetensors']
