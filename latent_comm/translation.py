@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import Registry, check_tensor, compute_dtype, chunk_slices, digest, atomic_path
+from .core import Registry, check_tensor, compute_dtype, chunk_slices, digest, atomic_path, _finite
 from .metrics import mrr
 
 # %% auto #0
@@ -254,9 +254,9 @@ def _promote(x:Tensor, y:Tensor)->tuple:
 # %% ../nbs/api/05_translation.ipynb #c032
 def _polar(m:Tensor)->tuple:
     "Semi-orthogonal `R` maximising tr(R^T m) (SVD of `m` zero-padded to a square), and the singular values of `m`"
-    d = max(m.shape)
-    u, s, vh = torch.linalg.svd(F.pad(m, (0, d - m.shape[1], 0, d - m.shape[0])))
-    return (u @ vh)[:m.shape[0], :m.shape[1]], s
+    (r, c), d = m.shape[-2:], max(m.shape[-2:])
+    u, s, vh = torch.linalg.svd(m if r == c else F.pad(m, (0, d - c, 0, d - r)), full_matrices=False)  # no padded copy when square
+    return (u @ vh)[:r, :c], s
 
 def _procrustes_cross(xty:Tensor, xsq=None)->tuple:
     "Procrustes from the cross product x^T y alone"
@@ -391,10 +391,10 @@ def set_params(self:Translator, **params)->Translator:
     return self
 
 # %% ../nbs/api/05_translation.ipynb #c050
-def _check_anchors(x_anchors, y_anchors)->tuple:
-    "Validate a pair of anchor sets and return them promoted to one compute dtype"
-    x = check_tensor(x_anchors, 'x_anchors', ndim=2, min_rows=2)
-    y = check_tensor(y_anchors, 'y_anchors', ndim=2, min_rows=2)
+def _check_anchors(x_anchors, y_anchors, finite:bool=True)->tuple:
+    "Validate a pair of anchor sets (NaN/Inf too unless `finite=False`) and return them promoted to one compute dtype"
+    x = check_tensor(x_anchors, 'x_anchors', ndim=2, min_rows=2, finite=finite)
+    y = check_tensor(y_anchors, 'y_anchors', ndim=2, min_rows=2, finite=finite)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"`x_anchors` has {x.shape[0]} anchors but `y_anchors` has {y.shape[0]}; they must be paired row by row")
     if x.device != y.device:
@@ -425,7 +425,7 @@ def _check_enough(est, name:str, n:int, dx:int, dy:int, centred:bool):
 def _constant_dims(y:Tensor, # (n, d) target anchors
                    var:Tensor|None=None, # their column variances, when already computed
                    rel:float=1e-6, # a column is constant when its std is at most `rel` times the median column std
-                   rows:int=4096, # without `var`: size of the sample of rows screened first
+                   rows:int=1024, # without `var`: size of the sample of rows screened first
                   )->Tensor:
     "Columns of `y` whose std is at most `rel` times the median column std (dead or constant dimensions)"
     if var is not None: sd = var.sqrt(); return (sd <= rel * sd.median()).nonzero().flatten()
@@ -503,6 +503,19 @@ def _set_fitted(self:Translator, w:Tensor, b:Tensor, orthogonal:bool, xs:list, y
         for i, s in enumerate(states): state.update({f'{side}{i}_{k}_': v for k, v in s.items()})
     self._set_state(state)
 
+# %% ../nbs/api/05_translation.ipynb #c050m0b
+def _blame_nonfinite(x_anchors:Tensor, y_anchors:Tensor):
+    "Raise the error naming the anchor set that holds NaN or Inf, if either does"
+    check_tensor(x_anchors, 'x_anchors'); check_tensor(y_anchors, 'y_anchors')
+
+def _fitted_or_raise(name:str, x_anchors:Tensor, y_anchors:Tensor, *fitted:Tensor):
+    "Raise if the fitted map or a transform state is not finite: name the anchor set at fault, or the estimator"
+    if all(_finite(t) for t in fitted if isinstance(t, Tensor)): return
+    _blame_nonfinite(x_anchors, y_anchors)
+    raise ValueError(f"estimator {name!r} gave a non-finite map from finite anchors (overflow in the anchors' dtype? "
+                     "fit on float64 anchors)")
+
+
 # %% ../nbs/api/05_translation.ipynb #c050m2
 @patch
 def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source space
@@ -510,14 +523,17 @@ def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source spac
        )->Translator:
     "Estimate the map from the source to the target space"
     self._validate()
-    x, y = _check_anchors(x_anchors, y_anchors)
+    x, y = _check_anchors(x_anchors, y_anchors, finite=self.estimator == 'auto')  # else checked by _fitted_or_raise
     name = self._select(x, y) if self.estimator == 'auto' else _name_of(self.estimator)
     est = ESTIMATORS.resolve(name if self.estimator == 'auto' else self.estimator, arg='estimator')
     xn, yn = pipeline_names(self.x_transform, 'x_transform'), pipeline_names(self.y_transform, 'y_transform')
     _check_enough(est, name, x.shape[0], x.shape[1], y.shape[1], _centres(xn))
     kw, orthogonal = self.estimator_kwargs or {}, getattr(est, 'orthogonal', False)
-    if _by_moments(est, xn, yn): w, b, xs, ys, vy = _fit_by_moments(est, x, y, xn, yn, **kw)
-    else: w, b, xs, ys, vy = _fit_by_data(est, x, y, xn, yn, (not _shares(x, x_anchors), not _shares(y, y_anchors)), **kw)
+    try:
+        if _by_moments(est, xn, yn): w, b, xs, ys, vy = _fit_by_moments(est, x, y, xn, yn, **kw)
+        else: w, b, xs, ys, vy = _fit_by_data(est, x, y, xn, yn, (not _shares(x, x_anchors), not _shares(y, y_anchors)), **kw)
+    except (RuntimeError, ValueError): _blame_nonfinite(x_anchors, y_anchors); raise
+    _fitted_or_raise(name, x_anchors, y_anchors, w, b, *(v for s in xs + ys for v in s.values()))
     if orthogonal: _warn_constant_dims(y, vy, name, yn)
     self._set_fitted(w.to(x.dtype), b.to(x.dtype), orthogonal, xs, ys)
     self.estimator_ = name
