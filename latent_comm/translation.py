@@ -523,9 +523,11 @@ def fit(self:Translator, x_anchors:Tensor, # (n, d_x) anchors in the source spac
        )->Translator:
     "Estimate the map from the source to the target space"
     self._validate()
-    x, y = _check_anchors(x_anchors, y_anchors, finite=self.estimator == 'auto')  # else checked by _fitted_or_raise
-    name = self._select(x, y) if self.estimator == 'auto' else _name_of(self.estimator)
-    est = ESTIMATORS.resolve(name if self.estimator == 'auto' else self.estimator, arg='estimator')
+    est = None if self.estimator == 'auto' else ESTIMATORS.resolve(self.estimator, arg='estimator')
+    # products and an SVD carry NaN/Inf to the map, checked afterwards; LAPACK solvers get checked input
+    x, y = _check_anchors(x_anchors, y_anchors, finite=getattr(est, 'from_cross', None) is None)
+    name = _name_of(self.estimator) if est else self._select(x, y)
+    est = est or ESTIMATORS.resolve(name, arg='estimator')
     xn, yn = pipeline_names(self.x_transform, 'x_transform'), pipeline_names(self.y_transform, 'y_transform')
     _check_enough(est, name, x.shape[0], x.shape[1], y.shape[1], _centres(xn))
     kw, orthogonal = self.estimator_kwargs or {}, getattr(est, 'orthogonal', False)
