@@ -500,3 +500,17 @@ def test_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
     assert p.read_bytes() == good and [q.name for q in tmp_path.iterdir()] == ['t.safetensors']
     with pytest.raises(OSError, match='disk full'): Translator().fit(x, y).save(tmp_path / 'new.safetensors')
     assert [q.name for q in tmp_path.iterdir()] == ['t.safetensors']
+
+@pytest.mark.parametrize('estimator', ['procrustes', 'scaled_procrustes', 'lstsq', 'affine', 'ridge', 'auto'])
+@pytest.mark.parametrize('tf', [None, 'center', 'standard', ('center', 'scale'), 'l2'])
+def test_fit_names_the_nonfinite_anchor_set(estimator, tf, capfd):
+    "Whichever way fit checks finiteness (before a solver, after a product and an SVD), the error names the argument, and LAPACK prints nothing"
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g)
+    for bad in (float('nan'), float('inf'), -float('inf')):
+        for side in ('x', 'y'):
+            xb, yb = x.clone(), y.clone()
+            (xb if side == 'x' else yb)[3, 2] = bad
+            with pytest.raises(ValueError, match=f'`{side}_anchors` contains NaN or Inf'):
+                Translator(estimator, x_transform=tf, y_transform=tf).fit(xb, yb)
+    assert 'ERROR' not in capfd.readouterr().err
