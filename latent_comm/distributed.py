@@ -116,8 +116,8 @@ def start(self:RayRunner)->RayRunner:
     ray = _ray()
     if not ray.is_initialized():
         local = self.address is None
-        kw = dict(log_to_driver=False) | (dict(include_dashboard=False) if local else {}) | self.init_kwargs
-        ray.init(address='local' if local else self.address, **kw)
+        kw = dict(log_to_driver=False, logging_level=logging.WARNING) | (dict(include_dashboard=False) if local else {})
+        ray.init(address='local' if local else self.address, **kw | self.init_kwargs)
         self._started = True
     return self
 
@@ -163,9 +163,8 @@ def _tasks(self:RayRunner, box:list, todo:list)->Iterator[tuple[int, object]]:
 # %% ../nbs/api/13_distributed.ipynb #c021
 class _PoolWorker:
     "A Ray Data actor: fetches the sweep once, then runs the units of each batch it receives"
-    def __init__(self, box:list): self.box = box
-    def __call__(self, batch:dict)->dict:
-        fn, shared, units = _sweep(self.box)
+    def __call__(self, batch:dict, box:list)->dict:
+        fn, shared, units = _sweep(box)
         out = [pickle.dumps(fn(shared, units[int(i)]), protocol=5) for i in batch['i']]
         return dict(i=batch['i'], result=np.array(out, dtype=object))
 
@@ -178,7 +177,7 @@ def _pool(self:RayRunner, box:list, todo:list)->Iterator[tuple[int, object]]:
     size = self.pool_size or max(1, int(res['GPU'] // gpus) if gpus else int(res.get('CPU', 1) // self.num_cpus))
     rd.DataContext.get_current().enable_progress_bars = False  # our bar counts the units
     units = rd.from_items([dict(i=i) for i in todo], override_num_blocks=len(todo))
-    out = units.map_batches(_PoolWorker, fn_constructor_args=(box,), batch_size=1, num_cpus=self.num_cpus, num_gpus=gpus,
+    out = units.map_batches(_PoolWorker, fn_kwargs=dict(box=box), batch_size=1, num_cpus=self.num_cpus, num_gpus=gpus,
                             compute=rd.ActorPoolStrategy(min_size=1, max_size=min(size, len(todo))))
     for row in out.iter_rows(): yield int(row['i']), pickle.loads(row['result'])
 
