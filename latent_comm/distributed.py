@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/13_distributed.ipynb #c002
 from __future__ import annotations
-import dataclasses, functools, importlib, json, logging, os, pickle, types
+import dataclasses, functools, importlib, json, logging, os, pickle, types, warnings
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
@@ -114,11 +114,15 @@ class RayRunner(Runner):
 def start(self:RayRunner)->RayRunner:
     "Join Ray: the instance this process is connected to, else the cluster at `address`, else a new local one"
     ray = _ray()
-    if not ray.is_initialized():
-        local = self.address is None
-        kw = dict(log_to_driver=False, logging_level=logging.WARNING) | (dict(include_dashboard=False) if local else {})
-        ray.init(address='local' if local else self.address, **kw | self.init_kwargs)
-        self._started = True
+    if ray.is_initialized(): return self
+    local = self.address is None
+    kw = dict(log_to_driver=False, logging_level=logging.WARNING) | (dict(include_dashboard=False) if local else {})
+    for attempt in (1, 2):  # a raylet has 30 s to register, which a machine busy with other jobs can miss
+        try: ray.init(address='local' if local else self.address, **kw | self.init_kwargs); break
+        except Exception as e:
+            if attempt == 2 or 'timed out during startup' not in str(e): raise
+            _log.warning("Ray did not start in time (%s); trying once more", e); ray.shutdown()
+    self._started = True
     return self
 
 @patch
@@ -175,11 +179,13 @@ def _pool(self:RayRunner, box:list, todo:list)->Iterator[tuple[int, object]]:
     res = ray.cluster_resources()
     gpus = self.num_gpus if self.num_gpus is not None else (1 if res.get('GPU', 0) >= 1 else 0)
     size = self.pool_size or max(1, int(res['GPU'] // gpus) if gpus else int(res.get('CPU', 1) // self.num_cpus))
-    rd.DataContext.get_current().enable_progress_bars = False  # our bar counts the units
-    units = rd.from_items([dict(i=i) for i in todo], override_num_blocks=len(todo))
-    out = units.map_batches(_PoolWorker, fn_kwargs=dict(box=box), batch_size=1, num_cpus=self.num_cpus, num_gpus=gpus,
-                            compute=rd.ActorPoolStrategy(min_size=1, max_size=min(size, len(todo))))
-    for row in out.iter_rows(): yield int(row['i']), pickle.loads(row['result'])
+    ctx = rd.DataContext.get_current(); bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # ours counts units
+    try:
+        units = rd.from_items([dict(i=i) for i in todo], override_num_blocks=len(todo))
+        out = units.map_batches(_PoolWorker, fn_kwargs=dict(box=box), batch_size=1, num_cpus=self.num_cpus, num_gpus=gpus,
+                                compute=rd.ActorPoolStrategy(min_size=1, max_size=min(size, len(todo))))
+        for row in out.iter_rows(): yield int(row['i']), pickle.loads(row['result'])
+    finally: ctx.enable_progress_bars = bars
 
 # %% ../nbs/api/13_distributed.ipynb #c023
 _MISSING = object()
@@ -191,8 +197,12 @@ def _read_unit(path:Path|None):
     except Exception as e: _log.warning("cached unit %s is unreadable (%s); running it again", path, e); return _MISSING
 
 def _write_unit(path:Path, result):
-    "Cache one unit's result at `path`, atomically"
-    with atomic_path(path) as tmp: torch.save(result, tmp)
+    "Cache one unit's result at `path`, atomically, if a weights-only load reads it back; else warn and keep nothing"
+    try:
+        with atomic_path(path) as tmp: torch.save(result, tmp); torch.load(tmp, weights_only=True)
+    except Exception as e:
+        warnings.warn(f"a unit's result ({type(result).__name__}) cannot be cached, so an interrupted sweep will compute it "
+                      f"again: return numbers, strings, tensors and containers of them ({type(e).__name__}: {e})")
 
 @patch
 def _unit_paths(self:RayRunner, fn:Callable, shared, units:list)->list:
