@@ -4,15 +4,16 @@
 
 # %% ../nbs/api/02_anchors.ipynb #c002
 from __future__ import annotations
-import math, numbers
+import itertools, math, numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import Registry, check_tensor, check_chunk_size, compute_dtype, chunk_slices, default_chunk_size
+from .core import (Registry, check_tensor, check_chunk_size, check_runner, compute_dtype, chunk_slices,
+                              default_chunk_size)
 from .similarity import as_similarity
 
 # %% auto #0
-__all__ = ['ANCHOR_SELECTORS', 'kmeans', 'select_anchors', 'pair_precision', 'bootstrap_anchors']
+__all__ = ['ANCHOR_SELECTORS', 'kmeans', 'select_anchors', 'pair_precision', 'bootstrap_anchors', 'bootstrap_many']
 
 # %% ../nbs/api/02_anchors.ipynb #c006
 ANCHOR_SELECTORS = Registry('anchor selector')
@@ -306,3 +307,38 @@ def bootstrap_anchors(x:Tensor, # (N1, d1) samples of the first space
         full, pairs = full + (len(new) == n_anchors), new
         if same or full > refine: break
     return (pairs, history) if return_history else pairs
+
+# %% ../nbs/api/02_anchors.ipynb #c038a
+def _bootstrap_unit(shared:dict, unit:tuple):
+    "One unit of `bootstrap_many`: `bootstrap_anchors` between the spaces `a` and `b`"
+    a, b = unit
+    seeds = shared['seed_pairs'][a, b] if isinstance(shared['seed_pairs'], dict) else shared['seed_pairs']
+    return bootstrap_anchors(shared['spaces'][a], shared['spaces'][b], seeds, shared['n_anchors'], **shared['kwargs'])
+
+def _check_many(spaces, seed_pairs, pairs)->list:
+    "The (a, b) pairs `bootstrap_many` runs, after checking that they name spaces and have seeds"
+    if not isinstance(spaces, dict) or len(spaces) < 2:
+        got = f"{len(spaces)} entries" if isinstance(spaces, dict) else type(spaces).__name__
+        raise ValueError(f"`spaces` must be a dict of at least two name -> tensor, got {got}")
+    if pairs is None:
+        pairs = list(seed_pairs) if isinstance(seed_pairs, dict) else list(itertools.combinations(spaces, 2))
+    pairs = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pairs]
+    for p in pairs:
+        if not (isinstance(p, tuple) and len(p) == 2 and all(n in spaces for n in p)):
+            raise ValueError(f"`pairs` must hold (a, b) pairs of names in `spaces` ({', '.join(map(repr, spaces))}), got {p!r}")
+        if isinstance(seed_pairs, dict) and p not in seed_pairs:
+            raise ValueError(f"`seed_pairs` has no seeds for the pair {p!r}")
+    return pairs
+
+# %% ../nbs/api/02_anchors.ipynb #c038b
+def bootstrap_many(spaces:dict, # name -> (N, d) samples of each space
+                   seed_pairs, # (k0, 2) known pairs valid for every pair of spaces, or {(a, b): (k0, 2) tensor}
+                   n_anchors:int, # pairs wanted for each pair of spaces, seeds included
+                   pairs:list|None=None, # (a, b) names to bootstrap; default: the keys of a `seed_pairs` dict, else every unordered pair
+                   runner=None, # a `latent_comm.core.Runner` for the pairs; None: a loop here
+                   **kwargs, # passed to every `bootstrap_anchors` (sim, center, method, growth, ...)
+                  )->dict: # {(a, b): what `bootstrap_anchors` returns for that pair}
+    "Bootstrap parallel anchors between several pairs of spaces, each pair an independent unit of work"
+    pairs, runner = _check_many(spaces, seed_pairs, pairs), check_runner(runner)
+    shared = dict(spaces=spaces, seed_pairs=seed_pairs, n_anchors=n_anchors, kwargs=kwargs)
+    return dict(zip(pairs, runner.map(_bootstrap_unit, pairs, shared, desc='bootstrap_many')))

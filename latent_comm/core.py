@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from filelock import FileLock, Timeout
+from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['Registry', 'check_tensor', 'check_compatible', 'compute_dtype', 'check_chunk_size', 'default_chunk_size',
-           'chunk_slices', 'available_devices', 'need', 'digest', 'atomic_path', 'cache_dir', 'entry_lock', 'cached']
+           'chunk_slices', 'available_devices', 'need', 'digest', 'atomic_path', 'cache_dir', 'entry_lock', 'cached',
+           'Runner', 'SerialRunner', 'check_runner']
 
 # %% ../nbs/api/00_core.ipynb #c006
 class Registry(dict):
@@ -245,3 +247,49 @@ def cached(path, # the cache entry: a file or a folder
         _sweep(path)
         with atomic_path(path) as tmp: build(tmp)
     return load(path)
+
+# %% ../nbs/api/00_core.ipynb #crun1
+class Runner:
+    "Runs independent units of work: `imap` yields each unit's result as it finishes, `map` collects them in order"
+    last:dict|None = None # what the last sweep did: {'units', 'skipped' (already cached), 'ran'}
+
+    def imap(self, fn:Callable, # fn(shared, unit) -> a small result; defined at module level, so any engine can ship it
+             units:list, # small values (names, seeds, index ranges) that say what to compute
+             shared=None, # the large inputs every unit reads (spaces, models, data), passed to `fn` as they are
+             desc:str|None=None, # label of the progress display
+             skipped:int=0, # units the caller found in its own cache: counted in `last` and in the progress
+             cache:bool=True, # a runner that caches finished units may keep these; False when the caller caches them
+             pool:bool=False, # every unit reuses a costly state built from `shared` (an encoder): keep it in long-lived workers
+            )->Iterator[tuple[int, object]]: # (index in `units`, result), as the units finish
+        "Yield `(i, fn(shared, units[i]))` for every unit"
+        raise NotImplementedError
+
+    def map(self, fn:Callable, units:list, shared=None, **kwargs)->list:
+        "`[fn(shared, u) for u in units]`, in the order of `units` whatever order they finish in"
+        units, out = list(units), {}
+        for i, r in self.imap(fn, units, shared, **kwargs): out[i] = r
+        return [out[i] for i in range(len(units))]
+
+# %% ../nbs/api/00_core.ipynb #crun2
+class SerialRunner(Runner):
+    "Run the units one after another in this process, in order: what `runner=None` means everywhere"
+    def __init__(self, progress:bool=True): # a tqdm bar, shown once a sweep has run for two seconds
+        self.progress = progress
+
+    def imap(self, fn:Callable, units:list, shared=None, desc:str|None=None, skipped:int=0, **kwargs):
+        "Yield `(i, fn(shared, units[i]))` in order (`cache` and `pool` change nothing here)"
+        units = list(units); self.last = dict(units=len(units) + skipped, skipped=skipped, ran=0)
+        with tqdm(total=len(units) + skipped, initial=skipped, desc=desc, disable=not self.progress, delay=2, leave=False) as bar:
+            for i, u in enumerate(units):
+                yield i, fn(shared, u)
+                self.last['ran'] += 1; bar.update()
+
+# %% ../nbs/api/00_core.ipynb #crun3
+def check_runner(runner, # a user's `runner` argument
+                )->Runner:
+    "`runner` if it is a `Runner`, a silent `SerialRunner` for None (a plain loop, as without runners), else a `TypeError`"
+    if runner is None: return SerialRunner(progress=False)
+    if not isinstance(runner, Runner):
+        raise TypeError(f"`runner` must be None (run here, serially), a SerialRunner, or another Runner such as "
+                        f"latent_comm.distributed.RayRunner(); got {type(runner).__name__}")
+    return runner

@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/09_embeddings.ipynb #e002
 from __future__ import annotations
-import functools, json, os, reprlib, sys, sysconfig, types
+import functools, inspect, json, os, reprlib, shutil, sys, sysconfig, types
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,8 +12,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import cache_dir, cached, digest
-from .encoders import Pixels, get_encoder
+from .core import atomic_path, cache_dir, cached, check_runner, digest
+from .encoders import ENCODERS, Pixels, get_encoder
 
 # %% auto #0
 __all__ = ['preprocess_key', 'embedding_key', 'embed', 'pixel_tensors']
@@ -129,13 +129,73 @@ def _load_entry(path:Path, n:int)->Tensor:
     return x
 
 # %% ../nbs/api/09_embeddings.ipynb #eem1
+def _encode_batch(encoder, vals, preprocess)->Tensor:
+    "One batch of column values through `preprocess` and `encoder`, as float32 on the CPU"
+    return encoder.encode(preprocess(vals) if preprocess else vals).detach().float().cpu()
+
 def _encode(dataset, encoder, column:str, batch_size:int, preprocess, progress:bool)->Tensor:
     "Run `encoder` over `dataset[column]` in batches of `batch_size`"
     ds, out = dataset.select_columns(column), []
     for i in tqdm(range(0, len(ds), batch_size), disable=not progress, desc=f'embed {column}'):
-        vals = ds[i:i + batch_size][column]
-        out.append(encoder.encode(preprocess(vals) if preprocess else vals).detach().float().cpu())
+        out.append(_encode_batch(encoder, ds[i:i + batch_size][column], preprocess))
     return torch.cat(out) if out else torch.empty(0, getattr(encoder, 'dim', 0))
+
+# %% ../nbs/api/09_embeddings.ipynb #esh1
+def _shards(n:int, batch_size:int, shard_size:int)->list:
+    "(start, stop) of each shard: whole batches, so that every batch is the one a single loop would encode"
+    per = max(1, shard_size // batch_size) * batch_size
+    return [(s, min(s + per, n)) for s in range(0, n, per)]
+
+def _worker_encoder(encoder):
+    "An encoder object as is; an encoder name built in this process, on its GPU when it has one and the encoder takes a `device`"
+    if not isinstance(encoder, str): return encoder
+    gpu = torch.cuda.is_available() and 'device' in inspect.signature(ENCODERS[encoder]).parameters
+    return get_encoder(encoder, **(dict(device='cuda') if gpu else {}))
+
+def _encode_shard(shared:dict, unit:tuple)->Tensor:
+    "One unit of a sharded `embed`: the rows [start, stop) encoded batch by batch"
+    (start, stop), bs = unit, shared['batch_size']
+    enc, rows, col = _worker_encoder(shared['encoder']), shared['rows'], shared['column']
+    return torch.cat([_encode_batch(enc, rows[i:min(i + bs, stop)][col], shared['preprocess']) for i in range(start, stop, bs)])
+
+# %% ../nbs/api/09_embeddings.ipynb #esh2
+def _in_memory(dataset, column:str):
+    "`dataset`'s `column` as an in-memory data set with the same features and format: it pickles by value, not as a path"
+    import datasets
+    part, fmt = dataset.select_columns(column), dataset.select_columns(column).format
+    table = datasets.table.InMemoryTable(part.with_format('arrow')[:])
+    return datasets.Dataset(table, info=part.info.copy()).with_format(fmt['type'], fmt['columns'], fmt['output_all_columns'],
+                                                                       **fmt['format_kwargs'])
+
+def _check_shard_size(shard_size)->int:
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"`shard_size` must be a positive integer (rows per shard), got {shard_size!r}")
+    return shard_size
+
+def _read_shard(path:Path|None, unit:tuple)->Tensor|None:
+    "The shard kept at `path`, or None when it is missing or damaged"
+    if path is None or not path.exists(): return None
+    try: return _load_entry(path, unit[1] - unit[0])
+    except Exception: return None
+
+# %% ../nbs/api/09_embeddings.ipynb #esh3
+def _sharded(dataset, encoder, column:str, batch_size:int, preprocess, runner, shard_size:int, folder:Path|None,
+             info:dict)->Tensor:
+    "Encode `dataset[column]` shard by shard on `runner`; with a `folder`, keep each shard there and skip those kept"
+    units = _shards(len(dataset), batch_size, shard_size)
+    if folder is not None: folder.mkdir(parents=True, exist_ok=True)
+    files = [None if folder is None else folder/f'{a:010d}-{b:010d}.safetensors' for a, b in units]
+    parts = {i: x for i, (f, u) in enumerate(zip(files, units)) if (x := _read_shard(f, u)) is not None}
+    todo = [i for i in range(len(units)) if i not in parts]
+    if todo:
+        shared = dict(rows=_in_memory(dataset, column), encoder=encoder, column=column, batch_size=batch_size,
+                      preprocess=preprocess)
+        for k, x in runner.imap(_encode_shard, [units[i] for i in todo], shared, desc=f'embed {column}',
+                                skipped=len(parts), cache=False, pool=True):
+            parts[todo[k]] = x
+            if folder is not None:
+                with atomic_path(files[todo[k]]) as tmp: _save_entry(tmp, x, **info)
+    return torch.cat([parts[i] for i in range(len(units))])
 
 # %% ../nbs/api/09_embeddings.ipynb #c069
 def embed(dataset, # rows to encode (a split, or any `select`ion of one)
@@ -145,18 +205,27 @@ def embed(dataset, # rows to encode (a split, or any `select`ion of one)
           preprocess=None, # optional function applied to each batch of column values before encoding
           cache:bool=True, # read and write the on-disk cache
           progress:bool=True, # show a tqdm progress bar
+          runner=None, # a `latent_comm.core.Runner`: encode shard by shard on it, keeping finished shards; None: one loop here
+          shard_size:int=4096, # rows per shard with a runner (rounded down to whole batches, at least one)
          )->Tensor:
     "Encode `dataset[column]` with `encoder` in batches, caching the `(n, dim)` result on disk"
-    if isinstance(encoder, str): encoder = get_encoder(encoder)
+    name = encoder if isinstance(encoder, str) else None
+    if name is not None: encoder = get_encoder(name)
     if column not in dataset.column_names:
         raise ValueError(f"`column`={column!r} is not in the data set; columns: {', '.join(dataset.column_names)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
-    run = lambda: _encode(dataset, encoder, column, batch_size, preprocess, progress)
-    if not cache: return run()
-    path = cache_dir('embeddings')/f'{embedding_key(dataset, encoder, column, preprocess)}.safetensors'
+    if runner is not None: runner, shard_size = check_runner(runner), _check_shard_size(shard_size)
+    path = cache_dir('embeddings')/f'{embedding_key(dataset, encoder, column, preprocess)}.safetensors' if cache else None
+    shards = path and path.with_name(f'{path.stem}.shards')
     info = dict(fingerprint=dataset._fingerprint, encoder=encoder.id, column=column)
-    return cached(path, lambda tmp: _save_entry(tmp, run(), **info), lambda p: _load_entry(p, len(dataset)))
+    def run():
+        if runner is None or len(dataset) == 0: return _encode(dataset, encoder, column, batch_size, preprocess, progress)
+        return _sharded(dataset, name or encoder, column, batch_size, preprocess, runner, shard_size, shards, info)
+    if not cache: return run()
+    x = cached(path, lambda tmp: _save_entry(tmp, run(), **info), lambda p: _load_entry(p, len(dataset)))
+    if shards is not None: shutil.rmtree(shards, ignore_errors=True)
+    return x
 
 # %% ../nbs/api/09_embeddings.ipynb #cpx4
 def pixel_tensors(dataset, # an image split, e.g. `get_dataset('fashion_mnist')['train']`

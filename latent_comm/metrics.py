@@ -9,7 +9,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import (Registry, check_tensor, check_compatible, check_chunk_size, compute_dtype,
+from .core import (Registry, check_tensor, check_compatible, check_chunk_size, check_runner, compute_dtype,
                               default_chunk_size, chunk_slices)
 from .similarity import as_similarity
 
@@ -446,27 +446,43 @@ def _label(m)->str:
         return f"{_label(m.func)}({', '.join(f'{k}={v!r}' for k, v in m.keywords.items())})"
     return getattr(m, '__name__', repr(m))
 
-def similarity_table(spaces:dict, # name -> (n, d) tensor; every space holds the same n samples in the same order
-                     metrics=('cka', 'jaccard_knn'), # names in `METRICS` or callables; a dict maps labels to them
-                     diagonal:bool=True, # also compare each space with itself
-                    )->'pandas.DataFrame': # columns x, y, metric, value
-    "Tidy table of each metric between every ordered pair of spaces"
-    if not isinstance(spaces, dict) or not spaces:
-        raise ValueError(f"`spaces` must be a non-empty dict of name -> tensor, got {type(spaces).__name__}")
-    if isinstance(metrics, (str,)) or callable(metrics): metrics = [metrics]
-    items = metrics.items() if isinstance(metrics, dict) else ((_label(m), m) for m in metrics)
-    import pandas as pd
-    rows = []
-    for label, m in items:
-        f, done = METRICS.resolve(m, arg='metrics'), {}
+def _table_units(spaces:dict, fns:list, diagonal:bool)->tuple[list, list]:
+    "(units (metric index, a, b) to compute, rows (label, a, b, index of the unit that gives the value))"
+    units, rows = [], []
+    for mi, (label, f) in enumerate(fns):
+        done = {}
         for a, xa in spaces.items():
             for b, xb in spaces.items():
                 if a == b and not diagonal: continue
                 if getattr(f, 'same_dim', False) and xa.shape[-1] != xb.shape[-1]: continue
-                v = done[b, a] if getattr(f, 'symmetric', False) and (b, a) in done else f(xa, xb)
-                done[a, b] = v
-                rows.append(dict(x=a, y=b, metric=label, value=float(v)))
-    return pd.DataFrame(rows, columns=['x', 'y', 'metric', 'value'])
+                if getattr(f, 'symmetric', False) and (b, a) in done: done[a, b] = done[b, a]
+                else: done[a, b] = len(units); units.append((mi, a, b))
+                rows.append((label, a, b, done[a, b]))
+    return units, rows
+
+def _pair_value(shared:dict, unit:tuple)->float:
+    "One unit of `similarity_table`: metric `mi` between the spaces `a` and `b`"
+    mi, a, b = unit
+    return float(shared['metrics'][mi][1](shared['spaces'][a], shared['spaces'][b]))
+
+# %% ../nbs/api/04_metrics.ipynb #c061b
+def similarity_table(spaces:dict, # name -> (n, d) tensor; every space holds the same n samples in the same order
+                     metrics=('cka', 'jaccard_knn'), # names in `METRICS` or callables; a dict maps labels to them
+                     diagonal:bool=True, # also compare each space with itself
+                     runner=None, # a `latent_comm.core.Runner` for the (metric, pair) units; None: a loop here
+                    )->'pandas.DataFrame': # columns x, y, metric, value
+    "Tidy table of each metric between every ordered pair of spaces"
+    if not isinstance(spaces, dict) or not spaces:
+        raise ValueError(f"`spaces` must be a non-empty dict of name -> tensor, got {type(spaces).__name__}")
+    runner = check_runner(runner)
+    if isinstance(metrics, (str,)) or callable(metrics): metrics = [metrics]
+    items = metrics.items() if isinstance(metrics, dict) else ((_label(m), m) for m in metrics)
+    fns = [(label, METRICS.resolve(m, arg='metrics')) for label, m in items]
+    units, rows = _table_units(spaces, fns, diagonal)
+    values = runner.map(_pair_value, units, dict(spaces=spaces, metrics=fns), desc='similarity_table')
+    import pandas as pd
+    return pd.DataFrame([dict(x=a, y=b, metric=label, value=values[k]) for label, a, b, k in rows],
+                        columns=['x', 'y', 'metric', 'value'])
 
 # %% ../nbs/api/04_metrics.ipynb #c063
 def plot_similarity(table:'pandas.DataFrame', # output of `similarity_table`

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, inspect, json, math, operator, time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 import pandas as pd
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import Registry, cached, check_tensor, digest
+from .core import Registry, cached, check_runner, check_tensor, digest
 from .relative import RelativeProjection
 
 # %% auto #0
@@ -464,9 +465,12 @@ def _load(model:nn.Module, path:Path)->dict:
 # %% ../nbs/api/10_models.ipynb #c062b
 def _zoo_model(make, # () -> a freshly built model
                path:Path|None, # its checkpoint; None trains without caching
-               train:tuple, valid:tuple|None, seed:int, progress:bool, fit_kwargs:dict, meta:dict)->LatentModel:
+               train:tuple, valid:tuple|None, seed:int, progress:bool, fit_kwargs:dict, meta:dict,
+               model:LatentModel|None=None, # the model already trained elsewhere (by a runner), with its `.history`: only saved
+              )->LatentModel:
     "The trained model with its `.history`: loaded from `path`, trained and saved there first (once across processes) if needed"
     def trained():
+        if model is not None: return model
         m = make(); m.history = fit(m, train, valid, seed=seed, progress=progress, **fit_kwargs)
         return m
     def build_(tmp): m = trained(); _save(m, tmp, meta | dict(history=m.history.to_dict('records')))
@@ -475,6 +479,30 @@ def _zoo_model(make, # () -> a freshly built model
         return m
     return trained() if path is None else cached(path, build_, load)
 
+# %% ../nbs/api/10_models.ipynb #c062s
+def _member(shared:dict, name, seed:int)->LatentModel:
+    "The zoo model (name, seed), freshly built on the zoo's device"
+    return build(shared['archs'][name], seed, shared['anchors'], **shared['builder_args']).to(shared['device'] or 'cpu')
+
+def _train_unit(shared:dict, unit:tuple)->tuple:
+    "One unit of `train_zoo`: train the model `unit` = (name, seed); (its weights on the CPU, its history as records)"
+    name, seed = unit
+    m = _member(shared, name, seed)
+    h = fit(m, shared['train'], shared['valid'], seed=seed, progress=False, **shared['fit_kwargs'])
+    return {k: v.cpu() for k, v in m.state_dict().items()}, h.to_dict('records')
+
+# %% ../nbs/api/10_models.ipynb #c062t
+def _train_on(runner, shared:dict, plan:dict)->dict:
+    "Train the members of `plan` that have no checkpoint on `runner`; save each as it arrives; {(name, seed): model}"
+    todo = [u for u, (path, _) in plan.items() if path is None or not path.exists()]
+    out = {}
+    for i, (state, hist) in runner.imap(_train_unit, todo, shared, desc='train_zoo', skipped=len(plan) - len(todo), cache=False):
+        (name, seed), (path, meta) = todo[i], plan[todo[i]]
+        m = _member(shared, name, seed); m.load_state_dict(state); m.history = pd.DataFrame(hist)
+        out[name, seed] = _zoo_model(partial(_member, shared, name, seed), path, shared['train'], shared['valid'],
+                                     seed, False, shared['fit_kwargs'], meta, model=m)
+    return out
+
 # %% ../nbs/api/10_models.ipynb #c063
 def train_zoo(archs:dict, # {name: config for `build`}
               seeds, # iterable of seeds; each seeds both initialisation and training
@@ -482,24 +510,31 @@ def train_zoo(archs:dict, # {name: config for `build`}
               valid=None, # validation data for `fit`
               cache_dir:str|Path|None=None, # where checkpoints are kept; None trains without caching
               anchors:Tensor|None=None, # shared anchor inputs of the relative models
-              progress:bool=True, # a tqdm bar per model
+              progress:bool=True, # a tqdm bar per model (when training here)
               device:str|torch.device|None=None, # where to train; default: CPU
               builder_args:dict|None=None, # tensor arguments of every builder (a graph's `features`, `adj`); hashed too
+              runner=None, # a `latent_comm.core.Runner` that trains the (name, seed) units; None: one after another here
               **fit_kwargs, # passed to `fit` (epochs, batch_size, lr, patience, monitor, ...)
              )->dict:
     "Train (or load) every `archs` x `seeds` model; {(name, seed): model in eval mode}, each with a `.history`"
     if not isinstance(archs, dict): raise TypeError(f"`archs` must be a dict {{name: config}}, got {type(archs).__name__}")
     train, valid = _as_data(train, 'train'), None if valid is None else _as_data(valid, 'valid')
     seeds, builder_args = _seed_list(seeds), dict(builder_args or {})
+    runner = None if runner is None else check_runner(runner)
     _check_fit_kwargs(fit_kwargs)
     data_key = digest(*train, *(valid or ()), anchors, *[o for k, v in sorted(builder_args.items()) for o in (k, v)])
     if cache_dir is not None: Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    zoo = {}
+    shared = dict(archs=archs, anchors=anchors, builder_args=builder_args, device=device, train=train, valid=valid,
+                  fit_kwargs=fit_kwargs)
+    plan = {}
     for name, cfg in archs.items():
         for seed in seeds:
             key = digest(f'zoo-v{_ZOO_VERSION}', cfg, seed, fit_kwargs, data_key)
-            path = None if cache_dir is None else _ckpt(cache_dir, name, seed, key)
-            make = lambda: build(cfg, seed, anchors, **builder_args).to(device or 'cpu')
-            meta = dict(version=_ZOO_VERSION, config=cfg, seed=seed, fit=fit_kwargs)
-            zoo[name, seed] = _zoo_model(make, path, train, valid, seed, progress, fit_kwargs, meta).eval()
-    return zoo
+            plan[name, seed] = (None if cache_dir is None else _ckpt(cache_dir, name, seed, key),
+                                dict(version=_ZOO_VERSION, config=cfg, seed=seed, fit=fit_kwargs))
+    zoo = {} if runner is None else _train_on(runner, shared, plan)
+    for (name, seed), (path, meta) in plan.items():
+        if (name, seed) not in zoo:
+            zoo[name, seed] = _zoo_model(partial(_member, shared, name, seed), path, train, valid, seed, progress,
+                                         fit_kwargs, meta)
+    return {u: zoo[u].eval() for u in plan}

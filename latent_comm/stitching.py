@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
+from .core import check_runner
 from .models import LatentModel, RelativeBottleneck
 from .translation import Translator
 
@@ -141,18 +142,24 @@ def _named(models, role:str)->dict:
     if isinstance(models, (list, tuple)): return {str(i): m for i, m in enumerate(models)}
     raise TypeError(f"`{role}` must be a dict {{name: model}} or a list of models, got {type(models).__name__}")
 
+def _stitch_unit(shared:dict, unit:tuple)->dict:
+    "One unit of `stitching_matrix`: the table row of encoder `i` into decoder `j`"
+    i, j = unit
+    s = shared['evaluate'](stitch(shared['encoders'][i], shared['bridge'], shared['decoders'][j]))
+    s = dict(s) if isinstance(s, dict) else {shared['names'][0]: float(s)}
+    return dict(encoder=str(i), decoder=str(j), bridge=_bridge_name(shared['bridge']), stitched=i != j) | s
+
+# %% ../nbs/api/11_stitching.ipynb #c023b
 def stitching_matrix(encoders, # {name: LatentModel or encoder}, or a list
                      decoders, # {name: LatentModel or decoder}, or a list; same names as `encoders` mark the originals
                      bridge, # one bridge for every pair (see `stitch`)
                      evaluate, # f(stitched model) -> a number, or a dict of numbers (several scores)
                      names:tuple=('score',), # column name used when `evaluate` returns a number
+                     runner=None, # a `latent_comm.core.Runner` for the (encoder, decoder) units; None: a loop here
                     )->StitchingResult:
     "Score `evaluate` on decoder j ∘ bridge ∘ encoder i for every pair (i, j)"
     encoders, decoders = _named(encoders, 'encoders'), _named(decoders, 'decoders')
-    rows = []
-    for i, e in encoders.items():
-        for j, d in decoders.items():
-            s = evaluate(stitch(e, bridge, d))
-            s = dict(s) if isinstance(s, dict) else {names[0]: float(s)}
-            rows.append(dict(encoder=str(i), decoder=str(j), bridge=_bridge_name(bridge), stitched=i != j) | s)
+    runner = check_runner(runner)
+    shared = dict(encoders=encoders, decoders=decoders, bridge=bridge, evaluate=evaluate, names=names)
+    rows = runner.map(_stitch_unit, [(i, j) for i in encoders for j in decoders], shared, desc='stitching_matrix')
     return StitchingResult(pd.DataFrame(rows))
