@@ -287,8 +287,19 @@ def scaled_procrustes(x:Tensor, # (n, d_x) source anchors
     return _scaled_procrustes_cross(x.mT @ y, torch.linalg.vector_norm(x).square())
 
 # %% ../nbs/api/05_translation.ipynb #c038
+def _solve_qr(a:Tensor, b:Tensor)->Tensor|None:
+    "Least-squares solution of `a w = b` by Householder QR when `a` (n >= d) is safely conditioned, else None"
+    (n, d), dt = a.shape[-2:], a.dtype
+    if n < d or a.device.type not in ('cpu', 'cuda'): return None
+    h, tau = torch.geqrf(a)
+    r = h[..., :d, :].triu()
+    diag = r.diagonal(dim1=-2, dim2=-1).abs()
+    if not diag.min() > diag.max() * torch.finfo(dt).eps ** 0.5: return None  # near-singular: rank-revealing path
+    return torch.linalg.solve_triangular(r, torch.ormqr(h, tau, b, transpose=True)[..., :d, :], upper=True)
+
 def _solve(a:Tensor, b:Tensor)->Tensor:
-    "Minimum-norm least-squares solution of `a w = b`, with a rank-revealing solver on every device"
+    "Minimum-norm least-squares solution of `a w = b`: QR when well conditioned, a rank-revealing solver otherwise"
+    if (w := _solve_qr(a, b)) is not None: return w
     if a.device.type == 'cpu': return torch.linalg.lstsq(a, b, driver='gelsd').solution
     return torch.linalg.pinv(a) @ b  # CUDA's lstsq driver, gels, assumes full rank
 

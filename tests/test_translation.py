@@ -514,3 +514,19 @@ def test_fit_names_the_nonfinite_anchor_set(estimator, tf, capfd):
             with pytest.raises(ValueError, match=f'`{side}_anchors` contains NaN or Inf'):
                 Translator(estimator, x_transform=tf, y_transform=tf).fit(xb, yb)
     assert 'ERROR' not in capfd.readouterr().err
+
+def test_solve_takes_qr_when_well_conditioned_and_the_rank_revealing_path_otherwise():
+    "The fast QR path gives gelsd's answer on well-conditioned anchors; two equal columns go to gelsd (minimum norm)"
+    from latent_comm.translation import _solve, _solve_qr
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 96, generator=g), torch.randn(400, 50, generator=g)
+    ref = torch.linalg.lstsq(a.double(), b.double(), driver='gelsd').solution.float()
+    assert _solve_qr(a, b) is not None
+    assert torch.allclose(_solve(a, b), ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(_solve(a, b), _solve(a, b))  # the same bits from one call to the next
+    a[:, 5] = a[:, 6]  # rank-deficient: QR must refuse, and the minimum-norm solution splits the weight evenly
+    assert _solve_qr(a, b) is None
+    w = _solve(a, b)
+    assert torch.allclose(w[5], w[6], atol=1e-4)
+    ref = torch.linalg.lstsq(a.double(), b.double(), driver='gelsd').solution.float()
+    assert torch.allclose(w, ref, atol=1e-3, rtol=1e-3)
