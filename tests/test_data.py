@@ -4,22 +4,9 @@ from pathlib import Path
 import numpy as np
 import pooch
 import pytest, torch
+from conftest import needs_file, _files  # tmp_cache is a fixture there too
 from latent_comm import data
 from latent_comm.data import edge_index, fetch_official, get_dataset
-
-def needs_file(path, package):
-    "Skip unless `path` exists, naming the Debian package that installs it"
-    if not Path(path).exists(): pytest.skip(f"needs the Debian package `{package}` (apt-get install {package})")
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    "An empty cache folder for this test only"
-    monkeypatch.setenv('LATENT_COMM_CACHE', str(tmp_path/'cache'))
-    return tmp_path/'cache'
-
-def _files(folder):
-    "The files under `folder` other than lock files"
-    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob('*') if p.is_file() and not p.name.endswith('.lock'))
 
 def test_unknown_dataset_lists_names():
     with pytest.raises(ValueError, match="known: digits, fashion_mnist, wordnet, wordnet_nouns"): get_dataset('mnist')

@@ -11,11 +11,6 @@ from latent_comm.encoders import Pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    "An empty cache folder for this test only"
-    monkeypatch.setenv('LATENT_COMM_CACHE', str(tmp_path/'cache'))
-    return tmp_path/'cache'
 
 class Counting:
     "A tiny real encoder (length and vowel share of each string) that counts its calls"

