@@ -37,3 +37,16 @@ def test_committed_outputs_are_small(nb):
     "Committed outputs are part of the docs, not a dump: every notebook stays under 1 MB (tools/run_nbs.py compacts figures)"
     size = nb.stat().st_size
     assert size < 1_000_000, f"{nb.name} is {size / 1e6:.2f} MB; re-run it with tools/run_nbs.py (normal-resolution, palette PNGs)"
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.relative_to(NBS).as_posix())
+def test_tests_never_overwrite_published_results(nb):
+    """`results/*.csv` hold what `make reproduce` measured. A cell that writes there must carry the `#| results` flag,
+    which `settings.ini`'s `tst_flags` lists, so `nbdev_test` (hence `make test`) skips it and a test run cannot
+    replace the published numbers with its own."""
+    from configparser import ConfigParser
+    cfg = ConfigParser(); cfg.read(NBS.parent/'settings.ini')
+    assert 'results' in cfg['DEFAULT']['tst_flags'].split(), "settings.ini: tst_flags must list `results`"
+    bad = [i for i, c in enumerate(_cells(nb)) if c['cell_type'] == 'code'
+           and "'results'" in (src := ''.join(c['source'])) and any(w in src for w in ('to_csv(', 'write_text(', 'to_parquet(', 'savefig('))
+           and 'results' not in _directives(src)]
+    assert not bad, f"{nb.name}: cells {bad} write under results/ without `#| results`; nbdev_test would overwrite the published CSV"
