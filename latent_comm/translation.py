@@ -127,10 +127,10 @@ TRANSFORMS['center'] = Transform(center_fit, center_transform, center_inverse, (
                                  lambda m, v: {'mean': m}, lambda s: (s['mean'], 1.), centres=True)
 TRANSFORMS['standard'] = Transform(standard_fit, standard_transform, standard_inverse, ('mean', 'std'),
                                    lambda x, s: x.sub_(s['mean']).div_(s['std']), lambda x, s: x.mul_(s['std']).add_(s['mean']),
-                                   lambda m, v: _standard_state(m, v.sqrt()), lambda s: (s['mean'], 1 / s['std']), centres=True)
+                                   lambda m, v: _standard_state(m, v.sqrt().to(m.dtype)), lambda s: (s['mean'], 1 / s['std']), centres=True)
 TRANSFORMS['scale'] = Transform(scale_fit, scale_transform, scale_inverse, ('scale',),
                                 lambda x, s: x.div_(s['scale']), lambda x, s: x.mul_(s['scale']),
-                                lambda m, v: _scale_state((v + m * m).sum().sqrt()), lambda s: (0., 1 / s['scale']))
+                                lambda m, v: _scale_state((v + m * m).sum().sqrt().to(m.dtype)), lambda s: (0., 1 / s['scale']))
 TRANSFORMS['l2'] = Transform(l2_fit, l2_transform, l2_inverse, ('mean_norm',))
 
 # %% ../nbs/api/05_translation.ipynb #c025
@@ -183,10 +183,16 @@ def invert_pipeline(x:Tensor, names:tuple, states:list, owned:bool=False)->Tenso
 # %% ../nbs/api/05_translation.ipynb #c028b
 _BLOCK_BYTES = 2**25  # working memory of one block of rows in `_moments` (the shifted rows and their squares)
 
+def _pow2_scale(z:Tensor)->Tensor:
+    "Per-column powers of two that bring the largest magnitude of each column of `z` into [0.5, 1) (1 for a zero column)"
+    e = torch.frexp(torch.maximum(z.amax(0), -z.amin(0)))[1]
+    lim = math.frexp(torch.finfo(z.dtype).max)[1] - 2
+    return torch.ldexp(torch.ones_like(z[0]), -e.clamp_(-lim, lim))
+
 def _moments(x:Tensor, # (n, d_x) rows
              y:Tensor|None=None, # (n, d_y) the paired rows of a second space, or None
              rows:int|None=None, # rows per block; None: as many as fit in `_BLOCK_BYTES`
-            )->tuple: # (mean_x, var_x), or (mean_x, var_x, mean_y, var_y, centred x^T y) with `y`
+            )->tuple: # (mean_x, var_x), or (mean_x, var_x, mean_y, var_y, centred x^T y) with `y`; variances in the accumulation dtype
     "Column means and variances (and the centred cross product with `y`), from one blocked pass and no full copy"
     sides = (x,) if y is None else (x, y)
     n, D = x.shape[0], sum(z.shape[1] for z in sides)
@@ -194,17 +200,19 @@ def _moments(x:Tensor, # (n, d_x) rows
     shifts = [z[:b].mean(0) for z in sides]  # near the means, so the shifted sums below do not cancel
     bufs, sq, ones = [z.new_empty(b, z.shape[1]) for z in sides], x.new_empty(b * max(z.shape[1] for z in sides)), x.new_ones(1, b)
     sums = [x.new_zeros(2, z.shape[1], dtype=torch.float32 if x.device.type == 'mps' else torch.float64) for z in sides]
-    cross = None if y is None else x.new_zeros(x.shape[1], y.shape[1])
+    cross, ks = None if y is None else x.new_zeros(x.shape[1], y.shape[1]), None
     for sl in chunk_slices(n, b):
         m = sl.stop - sl.start
         zs = [torch.sub(z[sl], c, out=bf[:m]) for z, c, bf in zip(sides, shifts, bufs)]
-        for z, s in zip(zs, sums):  # column sums of the shifted rows and of their squares
-            s[0] += (ones[:, :m] @ z)[0]; s[1] += (ones[:, :m] @ torch.mul(z, z, out=sq[:z.numel()].view_as(z)))[0]
+        if ks is None: ks = [_pow2_scale(z) for z in zs]
+        for z, s, k in zip(zs, sums, ks):  # column sums of the shifted rows and of their rescaled squares
+            q = torch.mul(z, k, out=sq[:z.numel()].view_as(z))
+            s[0] += (ones[:, :m] @ z)[0]; s[1] += (ones[:, :m] @ q.mul_(q))[0]
         if cross is not None: cross.addmm_(zs[0].mT, zs[1])
     out = []
-    for c, s in zip(shifts, sums):
-        d = s[0] / n  # mean - shift
-        out += [c + d.to(x.dtype), (s[1] / n - d * d).clamp_min_(0).to(x.dtype)]
+    for c, s, k in zip(shifts, sums, ks):
+        d, k = s[0] / n, k.to(s.dtype)  # mean - shift
+        out += [c + d.to(x.dtype), (s[1] / k / k / n - d * d).clamp_min_(0)]
     if cross is None: return tuple(out)
     d = [s[0] / n for s in sums]
     return (*out, cross.sub_((n * torch.outer(*d)).to(x.dtype)))

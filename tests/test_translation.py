@@ -530,3 +530,15 @@ def test_solve_takes_qr_when_well_conditioned_and_the_rank_revealing_path_otherw
     assert torch.allclose(w[5], w[6], atol=1e-4)
     ref = torch.linalg.lstsq(a.double(), b.double(), driver='gelsd').solution.float()
     assert torch.allclose(w, ref, atol=1e-3, rtol=1e-3)
+
+
+def test_standard_scaling_keeps_a_dead_dimension_float32():
+    "A float32 target column with a spread of 1e-33 (all-MiniLM-L6-v2's dead LayerNorm units) keeps that spread as its scale.\n    Its squares underflowed to 0 in float32 once, the column was taken for a constant with scale 1, and per-dimension\n    Procrustes into MiniLM-L6 fell to chance in E4."
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(800, 16, generator=g), torch.randn(800, 16, generator=g)
+    y[:, 5] = 1e-33 * (2 + torch.randn(800, generator=g))
+    t = Translator('procrustes', x_transform='standard', y_transform='standard').fit(x, y)
+    std = dict(t.named_buffers())['y0_std_']
+    assert torch.allclose(std[5].double(), y[:, 5].double().std(correction=0), rtol=1e-3)
+    out = t.transform(x)
+    assert out.dtype == torch.float32 and out[:, 5].abs().max() < 1e-31  # the dead dimension stays (nearly) constant
