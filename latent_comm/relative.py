@@ -133,7 +133,10 @@ RelativeProjection._init_aggregator = _init_aggregator
 
 # %% ../nbs/api/03_relative.ipynb #c025
 def _aggregate(self:RelativeProjection, outs:list[Tensor])->Tensor:
-    "Combine the per-similarity relative representations `outs`, each (..., n, m)"
+    "Combine the per-similarity relative representations `outs` (as `RelativeProjection.project` gives them), each (..., n, m)"
+    if not isinstance(outs, (list, tuple)) or len(outs) != len(self.sims):
+        raise ValueError(f"`outs` must be a list of {len(self.sims)} tensors, one per similarity, got "
+                         f"{len(outs) if isinstance(outs, (list, tuple)) else type(outs).__name__}")
     if len(outs) == 1: return outs[0]
     if self.aggregation == 'concat': return torch.cat(outs, dim=-1)
     R = torch.stack(outs, dim=-2)  # (..., n, S, m)
@@ -143,21 +146,27 @@ def _aggregate(self:RelativeProjection, outs:list[Tensor])->Tensor:
     tokens = R.reshape(-1, *R.shape[-2:])  # one sequence of S tokens per sample
     mixed = self.attn(tokens, tokens, tokens, need_weights=False)[0]
     return (tokens + mixed).mean(-2).reshape(*R.shape[:-2], R.shape[-1])
-RelativeProjection._aggregate = _aggregate
+RelativeProjection.aggregate = _aggregate
 
 # %% ../nbs/api/03_relative.ipynb #c026
-def _forward(self:RelativeProjection, x:Tensor, # (..., n, d) samples
+def _project(self:RelativeProjection, x:Tensor, # (..., n, d) samples
              anchors:Tensor|None=None, # (m, d) anchors for this call, instead of the buffer
-            )->Tensor:
-    "Relative representation of `x`: (..., n, m), or (..., n, S·m) for 'concat' of S similarities"
+            )->list[Tensor]:
+    "One (..., n, m) relative representation of `x` per similarity, normalised, before aggregation"
     a = self.anchors if anchors is None else anchors
     if a is None: raise ValueError("`anchors` must be passed to forward when the module holds none")
     if self.aggregation == 'attention' and len(self.sims) > 1 and a.shape[0] != self.n_anchors:
         raise ValueError(f"`anchors` has {a.shape[0]} rows but the attention was built for {self.n_anchors}")
-    outs = [relative_projection(x, a, s, center=self.center, normalize=self.normalize, topk=self.topk,
+    return [relative_projection(x, a, s, center=self.center, normalize=self.normalize, topk=self.topk,
                                 power=self.power, temperature=self.temperature, chunk_size=self.chunk_size)
             for s in self.sims]
-    return self._aggregate(outs)
+RelativeProjection.project = _project
+
+def _forward(self:RelativeProjection, x:Tensor, # (..., n, d) samples
+             anchors:Tensor|None=None, # (m, d) anchors for this call, instead of the buffer
+            )->Tensor:
+    "Relative representation of `x`: (..., n, m), or (..., n, S·m) for 'concat' of S similarities"
+    return self.aggregate(self.project(x, anchors))
 RelativeProjection.forward = _forward
 
 def _extra_repr(self:RelativeProjection)->str:
