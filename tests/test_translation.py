@@ -533,7 +533,9 @@ def test_solve_takes_qr_when_well_conditioned_and_the_rank_revealing_path_otherw
 
 
 def test_standard_scaling_keeps_a_dead_dimension_float32():
-    "A float32 target column with a spread of 1e-33 (all-MiniLM-L6-v2's dead LayerNorm units) keeps that spread as its scale.\n    Its squares underflowed to 0 in float32 once, the column was taken for a constant with scale 1, and per-dimension\n    Procrustes into MiniLM-L6 fell to chance in E4."
+    """A float32 target column with a spread of 1e-33 (all-MiniLM-L6-v2's dead LayerNorm units) keeps that spread as its scale.
+    Its squares underflowed to 0 in float32 once, the column was taken for a constant with scale 1, and per-dimension
+    Procrustes into MiniLM-L6 fell to chance in E4."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(800, 16, generator=g), torch.randn(800, 16, generator=g)
     y[:, 5] = 1e-33 * (2 + torch.randn(800, generator=g))
