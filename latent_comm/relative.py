@@ -154,7 +154,7 @@ def _project(self:RelativeProjection, x:Tensor, # (..., n, d) samples
             )->list[Tensor]:
     "One (..., n, m) relative representation of `x` per similarity, normalised, before aggregation"
     a = self.anchors if anchors is None else anchors
-    if a is None: raise ValueError("`anchors` must be passed to forward when the module holds none")
+    if a is None: raise ValueError("`anchors` must be passed to forward or project when the module holds none")
     if self.aggregation == 'attention' and len(self.sims) > 1 and a.shape[0] != self.n_anchors:
         raise ValueError(f"`anchors` has {a.shape[0]} rows but the attention was built for {self.n_anchors}")
     return [relative_projection(x, a, s, center=self.center, normalize=self.normalize, topk=self.topk,

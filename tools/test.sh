@@ -20,7 +20,10 @@ if [ "$before" != "$after" ]; then
 fi
 
 echo "==> 2/4 notebook tests (nbdev_test)"
-nbdev_test --n_workers 2 --timing
+# Two notebooks run at once, so each gets half of the cores for torch/BLAS: two torch processes with 2 threads each
+# on 2 cores ran 3.6x slower than with 1 thread each (benchmarks/bench_threads.py), which made CI time out.
+threads=$(( $(nproc) / 2 )); [ "$threads" -ge 1 ] || threads=1
+OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads nbdev_test --n_workers 2 --timing
 
 echo "==> 3/4 docs site (and README.md, generated from nbs/index.ipynb)"
 python docs/build.py
