@@ -4,9 +4,9 @@ against half of the cores each (what tools/test.sh sets through OMP_NUM_THREADS)
 The workload is what the experiment notebooks repeat: cosine relative projections of 2,000 x 300 samples onto 300
 anchors, top-10 neighbour searches, and Adam steps of a linear head on 250-sample batches (E7's training loop).
 
-Prints the workload time (the slowest process, imports excluded) of one process alone and of two concurrent processes for each thread count, and a last line
-`RESULT oversubscribed/split=<ratio>`: how much slower two processes run when each takes every core. Target: the
-split setting is not slower (ratio >= 1).
+Prints the workload time (the slowest process, imports excluded) of one process alone and of two concurrent processes
+for each thread count, and a last line `RESULT oversubscribed/split=<ratio>`: how much slower two processes run when
+each takes every core. Target: the split setting is not slower (ratio >= 1).
 
 Usage: python benchmarks/bench_threads.py [--reps 30]
 """
