@@ -217,10 +217,10 @@ def normalized_adjacency(adj:Tensor, # (n, n) adjacency, symmetric, non-negative
         a = adj.coalesce()
         check_tensor(a.values(), 'adj (values)')
         eye = torch.arange(n, device=adj.device)
-        a = (a + torch.sparse_coo_tensor(torch.stack([eye, eye]), torch.ones(n, dtype=adj.dtype, device=adj.device), (n, n))).coalesce()
+        a = (a + torch.sparse_coo_tensor(torch.stack([eye, eye]), torch.ones(n, dtype=adj.dtype, device=adj.device), (n, n), check_invariants=True)).coalesce()
         i, v = a.indices(), a.values()
         d = torch.zeros(n, dtype=v.dtype, device=v.device).index_add_(0, i[0], v).rsqrt()
-        return torch.sparse_coo_tensor(i, d[i[0]] * v * d[i[1]], (n, n)).coalesce()
+        return torch.sparse_coo_tensor(i, d[i[0]] * v * d[i[1]], (n, n), check_invariants=True).coalesce()
     check_tensor(adj, 'adj', ndim=2)
     a = adj + torch.eye(n, dtype=adj.dtype, device=adj.device)
     d = a.sum(1).rsqrt()
@@ -237,27 +237,34 @@ def adjacency(edge_index:Tensor, # (2, E) long tensor of (source, target) node r
     if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= n):
         raise ValueError(f"`edge_index` holds node rows outside [0, {n}) (`n`={n})")
     ei = torch.cat([edge_index, edge_index.flip(0)], 1) if symmetric else edge_index
-    a = torch.sparse_coo_tensor(ei, torch.ones(ei.shape[1], device=ei.device), (n, n)).coalesce()
-    return torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), (n, n)).coalesce()
+    a = torch.sparse_coo_tensor(ei, torch.ones(ei.shape[1], device=ei.device), (n, n), check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), (n, n), check_invariants=True).coalesce()
 
 # %% ../nbs/api/10_models.ipynb #c037
 class GCNEncoder(nn.Module):
     "Graph convolutions over a fixed graph; input: node indices, output: their latent vectors"
     def __init__(self, features:Tensor, # (n_nodes, f) node features
                  adj:Tensor, # (n_nodes, n_nodes) adjacency, dense or sparse COO
-                 hidden:int=16, # width of the first convolution
+                 hidden:int=16, # width of the hidden convolutions
                  latent:int=8, # output dimension
+                 depth:int=2, # number of graph convolutions (at least 2): `depth - 2` hidden-to-hidden ones in between
                 ):
         super().__init__()
         check_tensor(features, 'features', ndim=2)
         if len(features) != len(adj): raise ValueError(f"`features` has {len(features)} rows but `adj` has {len(adj)}")
+        for v, name, lo in ((hidden, 'hidden', 1), (latent, 'latent', 1), (depth, 'depth', 2)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}")
         # the graph is an argument of the builder, not a learned state: checkpoints hold the weights only
         self.register_buffer('features', features.clone(), persistent=False)
         self.register_buffer('a_hat', normalized_adjacency(adj), persistent=False)
         self.w1, self.w2 = nn.Linear(features.shape[1], hidden), nn.Linear(hidden, latent)
+        # empty at depth 2, so a depth-2 checkpoint has the same keys as before `depth` existed
+        self.mid = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 2))
 
     def forward(self, idx:Tensor)->Tensor:
         h = F.relu(self.a_hat @ self.w1(self.features))
+        for w in self.mid: h = F.relu(self.a_hat @ w(h))
         return (self.a_hat @ self.w2(h))[idx]
 
 # %% ../nbs/api/10_models.ipynb #c038
@@ -269,11 +276,13 @@ def gcn_classifier(features:Tensor, # (n_nodes, f) node features
                    relative:bool=False, # relative bottleneck against anchor nodes
                    anchors:Tensor|None=None, # (m,) anchor node indices
                    sim:str='cosine', # similarity of the relative projection: a name in `SIMILARITIES`
+                   hidden:int=16, # width of the encoder's hidden convolutions
+                   depth:int=2, # graph convolutions in the encoder (at least 2)
                   )->LatentModel:
     "A node classifier: GCN encoder, optional relative bottleneck, MLP head"
     b = _bottleneck(relative, anchors, sim)
     head = classifier_head(latent if b is None else b.n_anchors, n_classes, hidden=16, normalize=b is not None)
-    return LatentModel(GCNEncoder(features, adj, latent=latent), head, b)
+    return LatentModel(GCNEncoder(features, adj, hidden=hidden, latent=latent, depth=depth), head, b)
 
 # %% ../nbs/api/10_models.ipynb #c043
 @contextmanager

@@ -166,6 +166,26 @@ def test_gcn_zoo_caches_and_learns(tmp_path):
     train_zoo(archs, [0], (lab, y[lab]), cache_dir=tmp_path, **other)  # another graph: another checkpoint
     assert len(list(tmp_path.glob('*.safetensors'))) == 2
 
+def test_gcn_depth_and_width_are_configuration():
+    "A deeper, wider GCN is a configuration of 'gcn': built, trained and learning like the two-layer one"
+    ei, y = _karate()
+    lab = torch.tensor([0, 1, 33, 32]); rest = torch.tensor([i for i in range(34) if i not in (0, 1, 32, 33)])
+    torch.manual_seed(0)
+    m = build(dict(arch='gcn', n_classes=2, relative=True, hidden=32, depth=3), 0, features=torch.eye(34),
+              adj=adjacency(ei, 34), anchors=lab)
+    assert len(m.encoder.mid) == 1 and m.encoder.w1.out_features == 32
+    fit(m, (lab, y[lab]), epochs=100, batch_size=34, lr=1e-2, progress=False)
+    assert evaluate(m, (rest, y[rest]))['acc'] > 0.8
+    with pytest.raises(ValueError, match='`depth` must be an integer >= 2'):
+        build(dict(arch='gcn', n_classes=2, depth=1), 0, features=torch.eye(34), adj=adjacency(ei, 34))
+
+def test_adjacency_raises_no_warning():
+    import warnings
+    ei, _ = _karate()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # torch's 'Sparse invariant checks are implicitly disabled' was printed here
+        normalized_adjacency(adjacency(ei, 34))
+
 def test_normalized_adjacency_wordnet_nouns():
     "The real noun hypernym graph (82k nodes) stays sparse; D^1/2 1 is still the eigenvector of eigenvalue 1"
     from latent_comm.data import edge_index, get_dataset
